@@ -1,0 +1,34 @@
+"""replaybuf: an event-sourced experience replay engine.
+
+Heavy modules (numba, lmdb) load lazily on first attribute access, so that the client library,
+which imports `replaybuf.errors` and the generated protobuf modules, starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AppendResult": "replaybuf.log",
+    "Log": "replaybuf.log",
+    "LogRecord": "replaybuf.log",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'replaybuf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
