@@ -16,6 +16,19 @@ _EXPORTS: dict[str, str] = {
     "AppendResult": "replaybuf.log",
     "Log": "replaybuf.log",
     "LogRecord": "replaybuf.log",
+    "FileLog": "replaybuf.file_log",
+    "FileLogConfig": "replaybuf.file_log",
+    "verify_log": "replaybuf.file_log",
+    "SumTree": "replaybuf.sum_tree",
+    "PrioritizedSelector": "replaybuf.selectors",
+    "UniformSelector": "replaybuf.selectors",
+    "FifoSelector": "replaybuf.selectors",
+    "LifoSelector": "replaybuf.selectors",
+    "LowestPrioritySelector": "replaybuf.selectors",
+    "make_selector": "replaybuf.selectors",
+    "RateLimiter": "replaybuf.rate_limiter",
+    "RateLimiterConfig": "replaybuf.rate_limiter",
+    "FieldSpec": "replaybuf.tensors",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
