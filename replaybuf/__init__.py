@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "FileLog": "replaybuf.file_log",
     "FileLogConfig": "replaybuf.file_log",
     "verify_log": "replaybuf.file_log",
+    "VerifyReport": "replaybuf.file_log",
     "SumTree": "replaybuf.sum_tree",
     "PrioritizedSelector": "replaybuf.selectors",
     "UniformSelector": "replaybuf.selectors",

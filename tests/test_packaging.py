@@ -46,6 +46,7 @@ def test_engine_public_names_are_pinned():
         "FileLog",
         "FileLogConfig",
         "verify_log",
+        "VerifyReport",
         "SumTree",
         "PrioritizedSelector",
         "UniformSelector",
