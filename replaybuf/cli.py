@@ -28,13 +28,21 @@ _PREVIEW_BYTES = 16
 
 
 def describe_payload(payload: bytes) -> str:
-    """A short, format-agnostic preview of a record: leading bytes in hex and as text.
+    """A one-line description: the replaybuf event it holds, else its leading bytes.
 
-    The hook for richer dumps: decode replaybuf events here once they exist.
+    Records that are not replaybuf events (other tools may share the log format) are shown as
+    hex and printable text.
     """
 
     if not payload:
         return "(empty)"
+    from replaybuf.errors import DataLossError
+    from replaybuf.events import decode_event, describe_event
+
+    try:
+        return describe_event(decode_event(payload))
+    except DataLossError:
+        pass
     head = payload[:_PREVIEW_BYTES]
     more = "…" if len(payload) > _PREVIEW_BYTES else ""
     text = "".join(chr(b) if 32 <= b < 127 else "." for b in head)
@@ -49,7 +57,7 @@ def _format_time(timestamp_ms: int) -> str:
 def _format_producer(producer_id: bytes, producer_seq: int) -> str:
     if producer_seq == 0 and producer_id == NO_PRODUCER:
         return "-"
-    return f"{producer_id.hex()[:8]}#{producer_seq}"
+    return f"…{producer_id.hex()[-8:]}#{producer_seq}"
 
 
 def _lsn(text: str) -> int:

@@ -92,7 +92,7 @@ def test_dump_prints_one_line_per_record_in_the_requested_range(tmp_path, capsys
     assert [int(line.split()[0]) for line in lines] == [5, 6, 7, 8, 9]
     lsn, when, producer, size, unit, *preview = lines[0].split()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", when)
-    assert producer == "01234567#3"  # frame 3 holds LSNs 5 and 6
+    assert producer == "…89abcdef#3"  # frame 3 holds LSNs 5 and 6 (last 8 hex digits of the id)
     assert (size, unit) == ("140", "B")
     assert "|event 2event 2ev|" in lines[0]
     assert main(["log", "dump", str(tmp_path), "--from", "58", "--limit", "10"]) == 0
@@ -141,3 +141,17 @@ def test_module_runs_as_a_program(tmp_path):
     assert ok.returncode == 0 and "LSN 1..4" in ok.stdout
     bad = run(tmp_path / "missing")
     assert bad.returncode == 1
+
+
+def test_dump_describes_replaybuf_events(tmp_path, capsys):
+    from replaybuf.events import encode_event, make_event
+    from replaybuf.file_log import FileLog
+    from replaybuf.v1 import events_pb2
+
+    with FileLog(tmp_path) as log:
+        ev = make_event(items_evicted=events_pb2.ItemsEvicted(
+            table="t", item_ids=[4, 5], reason=events_pb2.EVICTION_REASON_AGE, job_id="nightly"))
+        log.append([encode_event(ev)])
+    assert main(["log", "dump", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ItemsEvicted 't' n=2 reason=EVICTION_REASON_AGE job='nightly'" in out
