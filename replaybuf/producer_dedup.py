@@ -4,6 +4,7 @@ A producer (an actor, a writer client) numbers its batches 1, 2, 3, ... and rese
 with the same number when an ack is lost. The log looks each append up here: a known pair is a
 retry and gets the original LSNs back; nothing is written. The table is derived state: a log
 rebuilds it on open from the frames' headers (Kafka's producer state works the same way).
+`check_producer` validates the pair an append carries.
 """
 
 from __future__ import annotations
@@ -12,8 +13,47 @@ import heapq
 from collections import OrderedDict
 
 from replaybuf.errors import InvalidArgumentError
+from replaybuf.frame import NO_PRODUCER
 
-__all__ = ["ProducerDedup"]
+__all__ = ["ProducerDedup", "check_producer"]
+
+
+def check_producer(producer_id: object, producer_seq: object) -> tuple[bytes, int]:
+    """Validate an append's producer; return ``(producer_id, producer_seq)`` to store.
+
+    Neither given means no producer: ``(NO_PRODUCER, 0)``.
+
+    Raises:
+        InvalidArgumentError: only one given, an id that is not 16 bytes or is all zero, or a
+            sequence that is not an int in ``[1, 2**64)``.
+    """
+
+    if producer_id is None and producer_seq is None:
+        return NO_PRODUCER, 0
+    if producer_id is None or producer_seq is None:
+        raise InvalidArgumentError(
+            f"producer_id={producer_id!r} and producer_seq={producer_seq!r}: give both "
+            "(for idempotent retries) or neither"
+        )
+    if not isinstance(producer_id, (bytes, bytearray)) or len(producer_id) != 16:
+        raise InvalidArgumentError(
+            f"producer_id={producer_id!r} must be 16 bytes (e.g. uuid.uuid4().bytes)"
+        )
+    if producer_id == NO_PRODUCER:
+        raise InvalidArgumentError(
+            "producer_id is all zero bytes, which means 'no producer'; use e.g. "
+            "uuid.uuid4().bytes"
+        )
+    if (
+        not isinstance(producer_seq, int)
+        or isinstance(producer_seq, bool)
+        or not 1 <= producer_seq < 2**64
+    ):
+        raise InvalidArgumentError(
+            f"producer_seq={producer_seq!r} must be an int in [1, 2**64); number a "
+            "producer's batches 1, 2, 3, ..."
+        )
+    return bytes(producer_id), producer_seq
 
 
 class ProducerDedup:
