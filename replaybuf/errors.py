@@ -34,6 +34,7 @@ __all__ = [
     "PermissionDeniedError",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
     "error_class_for",
     "all_error_classes",
 ]
@@ -145,6 +146,12 @@ class UnavailableError(ReplayError, ConnectionError):
     """The server cannot be reached or is shutting down; retry later."""
 
     grpc_status = "UNAVAILABLE"
+
+
+class UnimplementedError(ReplayError, NotImplementedError):
+    """This server does not implement the call yet; upgrade the server."""
+
+    grpc_status = "UNIMPLEMENTED"
 
 
 def all_error_classes() -> list[type[ReplayError]]:

@@ -129,6 +129,9 @@ def describe_event(event: events_pb2.Event) -> str:
         return f"ItemsFlaggedForReview {table!r} n={len(body.item_ids)} reason={body.reason!r}"
     if kind == "label_applied":
         return f"LabelApplied {table!r} item={body.item_id} verdict={body.verdict!r}"
+    if kind == "job_completed":
+        evicted = dict(sorted(body.evicted_by_reason.items()))
+        return f"JobCompleted {table!r} job={body.job_id!r} kind={body.kind!r} evicted={evicted}"
     if kind == "retrain_recommended":
         return f"RetrainRecommended {table!r} job={body.job_id!r} {body.detail}"
     return f"{kind} {table!r}"

@@ -27,6 +27,7 @@ def _examples():
         make_event(items_flagged_for_review=events_pb2.ItemsFlaggedForReview(table="t", item_ids=[1])),
         make_event(label_applied=events_pb2.LabelApplied(table="t", item_id=1, verdict="accept")),
         make_event(retrain_recommended=events_pb2.RetrainRecommended(table="t", job_id="d")),
+        make_event(job_completed=events_pb2.JobCompleted(table="t", job_id="j", kind="evict")),
     ]
 
 

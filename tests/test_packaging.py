@@ -66,7 +66,7 @@ def test_every_error_declares_a_grpc_status_name():
     valid = {
         "INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "RESOURCE_EXHAUSTED",
         "FAILED_PRECONDITION", "DEADLINE_EXCEEDED", "DATA_LOSS", "PERMISSION_DENIED",
-        "UNAUTHENTICATED", "UNAVAILABLE", "INTERNAL",
+        "UNAUTHENTICATED", "UNAVAILABLE", "UNIMPLEMENTED", "INTERNAL",
     }
     for cls in replaybuf.errors.all_error_classes():
         assert cls.grpc_status in valid, cls

@@ -176,8 +176,33 @@ class RetrainRecommended(_message.Message):
     statistics: _containers.ScalarMap[str, float]
     def __init__(self, table: _Optional[str] = ..., job_id: _Optional[str] = ..., detail: _Optional[str] = ..., statistics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
+class JobCompleted(_message.Message):
+    __slots__ = ("job_id", "table", "at_lsn", "kind", "evicted_by_reason", "duration_s", "report_json")
+    class EvictedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    table: str
+    at_lsn: int
+    kind: str
+    evicted_by_reason: _containers.ScalarMap[str, int]
+    duration_s: float
+    report_json: str
+    def __init__(self, job_id: _Optional[str] = ..., table: _Optional[str] = ..., at_lsn: _Optional[int] = ..., kind: _Optional[str] = ..., evicted_by_reason: _Optional[_Mapping[str, int]] = ..., duration_s: _Optional[float] = ..., report_json: _Optional[str] = ...) -> None: ...
+
 class Event(_message.Message):
-    __slots__ = ("version", "timestamp_ms", "table_created", "items_appended", "priorities_updated", "rewards_corrected", "items_evicted", "items_sampled", "items_flagged_for_review", "label_applied", "retrain_recommended")
+    __slots__ = ("version", "timestamp_ms", "table_created", "items_appended", "priorities_updated", "rewards_corrected", "items_evicted", "items_sampled", "items_flagged_for_review", "label_applied", "retrain_recommended", "job_completed")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     TABLE_CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +214,7 @@ class Event(_message.Message):
     ITEMS_FLAGGED_FOR_REVIEW_FIELD_NUMBER: _ClassVar[int]
     LABEL_APPLIED_FIELD_NUMBER: _ClassVar[int]
     RETRAIN_RECOMMENDED_FIELD_NUMBER: _ClassVar[int]
+    JOB_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     version: int
     timestamp_ms: int
     table_created: TableCreated
@@ -200,4 +226,5 @@ class Event(_message.Message):
     items_flagged_for_review: ItemsFlaggedForReview
     label_applied: LabelApplied
     retrain_recommended: RetrainRecommended
-    def __init__(self, version: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., table_created: _Optional[_Union[TableCreated, _Mapping]] = ..., items_appended: _Optional[_Union[ItemsAppended, _Mapping]] = ..., priorities_updated: _Optional[_Union[PrioritiesUpdated, _Mapping]] = ..., rewards_corrected: _Optional[_Union[RewardsCorrected, _Mapping]] = ..., items_evicted: _Optional[_Union[ItemsEvicted, _Mapping]] = ..., items_sampled: _Optional[_Union[ItemsSampled, _Mapping]] = ..., items_flagged_for_review: _Optional[_Union[ItemsFlaggedForReview, _Mapping]] = ..., label_applied: _Optional[_Union[LabelApplied, _Mapping]] = ..., retrain_recommended: _Optional[_Union[RetrainRecommended, _Mapping]] = ...) -> None: ...
+    job_completed: JobCompleted
+    def __init__(self, version: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., table_created: _Optional[_Union[TableCreated, _Mapping]] = ..., items_appended: _Optional[_Union[ItemsAppended, _Mapping]] = ..., priorities_updated: _Optional[_Union[PrioritiesUpdated, _Mapping]] = ..., rewards_corrected: _Optional[_Union[RewardsCorrected, _Mapping]] = ..., items_evicted: _Optional[_Union[ItemsEvicted, _Mapping]] = ..., items_sampled: _Optional[_Union[ItemsSampled, _Mapping]] = ..., items_flagged_for_review: _Optional[_Union[ItemsFlaggedForReview, _Mapping]] = ..., label_applied: _Optional[_Union[LabelApplied, _Mapping]] = ..., retrain_recommended: _Optional[_Union[RetrainRecommended, _Mapping]] = ..., job_completed: _Optional[_Union[JobCompleted, _Mapping]] = ...) -> None: ...

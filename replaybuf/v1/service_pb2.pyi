@@ -117,7 +117,7 @@ class AppendAck(_message.Message):
     def __init__(self, producer_seq: _Optional[int] = ..., first_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., item_ids: _Optional[_Iterable[int]] = ..., durable: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("table", "batch_size", "beta", "seed", "prefetch", "num_batches", "timeout_ms", "fields")
+    __slots__ = ("table", "batch_size", "beta", "seed", "prefetch", "num_batches", "timeout_ms", "fields", "at_lsn")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     BETA_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class SampleRequest(_message.Message):
     NUM_BATCHES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
+    AT_LSN_FIELD_NUMBER: _ClassVar[int]
     table: str
     batch_size: int
     beta: float
@@ -134,7 +135,8 @@ class SampleRequest(_message.Message):
     num_batches: int
     timeout_ms: int
     fields: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, table: _Optional[str] = ..., batch_size: _Optional[int] = ..., beta: _Optional[float] = ..., seed: _Optional[int] = ..., prefetch: _Optional[int] = ..., num_batches: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
+    at_lsn: int
+    def __init__(self, table: _Optional[str] = ..., batch_size: _Optional[int] = ..., beta: _Optional[float] = ..., seed: _Optional[int] = ..., prefetch: _Optional[int] = ..., num_batches: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ..., at_lsn: _Optional[int] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("data", "info")
@@ -145,14 +147,16 @@ class SampleResponse(_message.Message):
     def __init__(self, data: _Optional[_Union[_tensor_pb2.ColumnarBatch, _Mapping]] = ..., info: _Optional[_Union[_table_pb2.SampleInfo, _Mapping]] = ...) -> None: ...
 
 class UpdatePrioritiesRequest(_message.Message):
-    __slots__ = ("table", "item_ids", "priorities")
+    __slots__ = ("table", "item_ids", "priorities", "source")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     PRIORITIES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     table: str
     item_ids: _containers.RepeatedScalarFieldContainer[int]
     priorities: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, table: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ..., priorities: _Optional[_Iterable[float]] = ...) -> None: ...
+    source: str
+    def __init__(self, table: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ..., priorities: _Optional[_Iterable[float]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class UpdatePrioritiesResponse(_message.Message):
     __slots__ = ("lsn", "missing_ids")
@@ -279,3 +283,208 @@ class FindItemsResponse(_message.Message):
     item_ids: _containers.RepeatedScalarFieldContainer[int]
     truncated: bool
     def __init__(self, item_ids: _Optional[_Iterable[int]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("table", "as_of_lsn", "fields", "chunk_items")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_LSN_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    as_of_lsn: int
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    chunk_items: int
+    def __init__(self, table: _Optional[str] = ..., as_of_lsn: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ..., chunk_items: _Optional[int] = ...) -> None: ...
+
+class ExportManifest(_message.Message):
+    __slots__ = ("version", "as_of_lsn", "config", "item_count", "content_sha256", "model_versions", "min_timestamp_ms", "max_timestamp_ms", "log_id")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_LSN_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    LOG_ID_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    as_of_lsn: int
+    config: _table_pb2.TableConfig
+    item_count: int
+    content_sha256: str
+    model_versions: _containers.RepeatedScalarFieldContainer[int]
+    min_timestamp_ms: int
+    max_timestamp_ms: int
+    log_id: str
+    def __init__(self, version: _Optional[int] = ..., as_of_lsn: _Optional[int] = ..., config: _Optional[_Union[_table_pb2.TableConfig, _Mapping]] = ..., item_count: _Optional[int] = ..., content_sha256: _Optional[str] = ..., model_versions: _Optional[_Iterable[int]] = ..., min_timestamp_ms: _Optional[int] = ..., max_timestamp_ms: _Optional[int] = ..., log_id: _Optional[str] = ...) -> None: ...
+
+class ExportChunk(_message.Message):
+    __slots__ = ("item_ids", "data", "priorities", "times_sampled", "lineage", "manifest")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    PRIORITIES_FIELD_NUMBER: _ClassVar[int]
+    TIMES_SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[int]
+    data: _tensor_pb2.ColumnarBatch
+    priorities: _containers.RepeatedScalarFieldContainer[float]
+    times_sampled: _containers.RepeatedScalarFieldContainer[int]
+    lineage: _table_pb2.Lineage
+    manifest: ExportManifest
+    def __init__(self, item_ids: _Optional[_Iterable[int]] = ..., data: _Optional[_Union[_tensor_pb2.ColumnarBatch, _Mapping]] = ..., priorities: _Optional[_Iterable[float]] = ..., times_sampled: _Optional[_Iterable[int]] = ..., lineage: _Optional[_Union[_table_pb2.Lineage, _Mapping]] = ..., manifest: _Optional[_Union[ExportManifest, _Mapping]] = ...) -> None: ...
+
+class FlagForReviewRequest(_message.Message):
+    __slots__ = ("table", "item_ids", "reason", "author")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    item_ids: _containers.RepeatedScalarFieldContainer[int]
+    reason: str
+    author: str
+    def __init__(self, table: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., author: _Optional[str] = ...) -> None: ...
+
+class FlagForReviewResponse(_message.Message):
+    __slots__ = ("lsn", "missing_ids")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    MISSING_IDS_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    missing_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, lsn: _Optional[int] = ..., missing_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ListPendingReviewsRequest(_message.Message):
+    __slots__ = ("table", "limit")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    limit: int
+    def __init__(self, table: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PendingReview(_message.Message):
+    __slots__ = ("item_id", "reason", "author", "flagged_lsn", "reward", "priority")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_LSN_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    item_id: int
+    reason: str
+    author: str
+    flagged_lsn: int
+    reward: float
+    priority: float
+    def __init__(self, item_id: _Optional[int] = ..., reason: _Optional[str] = ..., author: _Optional[str] = ..., flagged_lsn: _Optional[int] = ..., reward: _Optional[float] = ..., priority: _Optional[float] = ...) -> None: ...
+
+class ListPendingReviewsResponse(_message.Message):
+    __slots__ = ("reviews",)
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    reviews: _containers.RepeatedCompositeFieldContainer[PendingReview]
+    def __init__(self, reviews: _Optional[_Iterable[_Union[PendingReview, _Mapping]]] = ...) -> None: ...
+
+class ApplyLabelRequest(_message.Message):
+    __slots__ = ("table", "item_id", "verdict", "reward", "priority", "author", "note")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    item_id: int
+    verdict: str
+    reward: float
+    priority: float
+    author: str
+    note: str
+    def __init__(self, table: _Optional[str] = ..., item_id: _Optional[int] = ..., verdict: _Optional[str] = ..., reward: _Optional[float] = ..., priority: _Optional[float] = ..., author: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ApplyLabelResponse(_message.Message):
+    __slots__ = ("first_lsn", "last_lsn")
+    FIRST_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    first_lsn: int
+    last_lsn: int
+    def __init__(self, first_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ...) -> None: ...
+
+class DiffRequest(_message.Message):
+    __slots__ = ("table", "from_lsn", "to_lsn")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    FROM_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    from_lsn: int
+    to_lsn: int
+    def __init__(self, table: _Optional[str] = ..., from_lsn: _Optional[int] = ..., to_lsn: _Optional[int] = ...) -> None: ...
+
+class DiffResponse(_message.Message):
+    __slots__ = ("from_lsn", "to_lsn", "appended", "evicted_by_reason", "corrected_by_source", "flagged", "labelled", "priority_updates", "priority_mass_from", "priority_mass_to", "events_by_kind")
+    class EvictedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class CorrectedBySourceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class EventsByKindEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    FROM_LSN_FIELD_NUMBER: _ClassVar[int]
+    TO_LSN_FIELD_NUMBER: _ClassVar[int]
+    APPENDED_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    CORRECTED_BY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_MASS_FROM_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_MASS_TO_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_BY_KIND_FIELD_NUMBER: _ClassVar[int]
+    from_lsn: int
+    to_lsn: int
+    appended: int
+    evicted_by_reason: _containers.ScalarMap[str, int]
+    corrected_by_source: _containers.ScalarMap[str, int]
+    flagged: int
+    labelled: int
+    priority_updates: int
+    priority_mass_from: float
+    priority_mass_to: float
+    events_by_kind: _containers.ScalarMap[str, int]
+    def __init__(self, from_lsn: _Optional[int] = ..., to_lsn: _Optional[int] = ..., appended: _Optional[int] = ..., evicted_by_reason: _Optional[_Mapping[str, int]] = ..., corrected_by_source: _Optional[_Mapping[str, int]] = ..., flagged: _Optional[int] = ..., labelled: _Optional[int] = ..., priority_updates: _Optional[int] = ..., priority_mass_from: _Optional[float] = ..., priority_mass_to: _Optional[float] = ..., events_by_kind: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class RecordJobRequest(_message.Message):
+    __slots__ = ("job", "retrain")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RETRAIN_FIELD_NUMBER: _ClassVar[int]
+    job: _events_pb2.JobCompleted
+    retrain: _events_pb2.RetrainRecommended
+    def __init__(self, job: _Optional[_Union[_events_pb2.JobCompleted, _Mapping]] = ..., retrain: _Optional[_Union[_events_pb2.RetrainRecommended, _Mapping]] = ...) -> None: ...
+
+class RecordJobResponse(_message.Message):
+    __slots__ = ("first_lsn", "last_lsn")
+    FIRST_LSN_FIELD_NUMBER: _ClassVar[int]
+    LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    first_lsn: int
+    last_lsn: int
+    def __init__(self, first_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...

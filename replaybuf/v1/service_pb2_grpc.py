@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from replaybuf.v1 import events_pb2 as replaybuf_dot_v1_dot_events__pb2
 from replaybuf.v1 import service_pb2 as replaybuf_dot_v1_dot_service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -88,6 +89,41 @@ class ReplayServiceStub:
                 '/replaybuf.v1.ReplayService/FindItems',
                 request_serializer=replaybuf_dot_v1_dot_service__pb2.FindItemsRequest.SerializeToString,
                 response_deserializer=replaybuf_dot_v1_dot_service__pb2.FindItemsResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/replaybuf.v1.ReplayService/Export',
+                request_serializer=replaybuf_dot_v1_dot_service__pb2.ExportRequest.SerializeToString,
+                response_deserializer=replaybuf_dot_v1_dot_service__pb2.ExportChunk.FromString,
+                _registered_method=True)
+        self.FlagForReview = channel.unary_unary(
+                '/replaybuf.v1.ReplayService/FlagForReview',
+                request_serializer=replaybuf_dot_v1_dot_service__pb2.FlagForReviewRequest.SerializeToString,
+                response_deserializer=replaybuf_dot_v1_dot_service__pb2.FlagForReviewResponse.FromString,
+                _registered_method=True)
+        self.ListPendingReviews = channel.unary_unary(
+                '/replaybuf.v1.ReplayService/ListPendingReviews',
+                request_serializer=replaybuf_dot_v1_dot_service__pb2.ListPendingReviewsRequest.SerializeToString,
+                response_deserializer=replaybuf_dot_v1_dot_service__pb2.ListPendingReviewsResponse.FromString,
+                _registered_method=True)
+        self.ApplyLabel = channel.unary_unary(
+                '/replaybuf.v1.ReplayService/ApplyLabel',
+                request_serializer=replaybuf_dot_v1_dot_service__pb2.ApplyLabelRequest.SerializeToString,
+                response_deserializer=replaybuf_dot_v1_dot_service__pb2.ApplyLabelResponse.FromString,
+                _registered_method=True)
+        self.Diff = channel.unary_unary(
+                '/replaybuf.v1.ReplayService/Diff',
+                request_serializer=replaybuf_dot_v1_dot_service__pb2.DiffRequest.SerializeToString,
+                response_deserializer=replaybuf_dot_v1_dot_service__pb2.DiffResponse.FromString,
+                _registered_method=True)
+        self.RecordJob = channel.unary_unary(
+                '/replaybuf.v1.ReplayService/RecordJob',
+                request_serializer=replaybuf_dot_v1_dot_service__pb2.RecordJobRequest.SerializeToString,
+                response_deserializer=replaybuf_dot_v1_dot_service__pb2.RecordJobResponse.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/replaybuf.v1.ReplayService/GetJob',
+                request_serializer=replaybuf_dot_v1_dot_service__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=replaybuf_dot_v1_dot_events__pb2.JobCompleted.FromString,
                 _registered_method=True)
 
 
@@ -189,6 +225,64 @@ class ReplayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Export(self, request, context):
+        """Stream a table's items exactly as they stood at `as_of_lsn` (rewards and priorities as of
+        then), in item-id order, in chunks; the last chunk carries the manifest. Read-only; a
+        failed stream leaves nothing behind on the server. The client writes npz/Parquet/Minari
+        files from the chunks with the same writers as `replaybuf export`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FlagForReview(self, request, context):
+        """Flag items for human review (logged as ItemsFlaggedForReview). Missing ids are skipped
+        and reported; the rest are flagged atomically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingReviews(self, request, context):
+        """Items flagged and not yet labelled, oldest first. Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyLabel(self, request, context):
+        """Record a reviewer's verdict (logged as LabelApplied; a relabel also changes the reward, a
+        priority changes the priority, and "reject" evicts with REVIEW_REJECTED, all in one
+        atomic append). Fails with FAILED_PRECONDITION if the item is not pending review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Diff(self, request, context):
+        """What changed between two LSNs: items appended, evicted by reason, corrected, flagged,
+        and the priority mass moved. Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordJob(self, request, context):
+        """Record a finished job run (logged as JobCompleted) and, optionally, a retraining
+        recommendation (logged as RetrainRecommended) in one atomic append. A job id that was
+        recorded before is ALREADY_EXISTS and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """A recorded job run by id (NOT_FOUND if none). Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -246,6 +340,41 @@ def add_ReplayServiceServicer_to_server(servicer, server):
                     servicer.FindItems,
                     request_deserializer=replaybuf_dot_v1_dot_service__pb2.FindItemsRequest.FromString,
                     response_serializer=replaybuf_dot_v1_dot_service__pb2.FindItemsResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=replaybuf_dot_v1_dot_service__pb2.ExportRequest.FromString,
+                    response_serializer=replaybuf_dot_v1_dot_service__pb2.ExportChunk.SerializeToString,
+            ),
+            'FlagForReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.FlagForReview,
+                    request_deserializer=replaybuf_dot_v1_dot_service__pb2.FlagForReviewRequest.FromString,
+                    response_serializer=replaybuf_dot_v1_dot_service__pb2.FlagForReviewResponse.SerializeToString,
+            ),
+            'ListPendingReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingReviews,
+                    request_deserializer=replaybuf_dot_v1_dot_service__pb2.ListPendingReviewsRequest.FromString,
+                    response_serializer=replaybuf_dot_v1_dot_service__pb2.ListPendingReviewsResponse.SerializeToString,
+            ),
+            'ApplyLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyLabel,
+                    request_deserializer=replaybuf_dot_v1_dot_service__pb2.ApplyLabelRequest.FromString,
+                    response_serializer=replaybuf_dot_v1_dot_service__pb2.ApplyLabelResponse.SerializeToString,
+            ),
+            'Diff': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diff,
+                    request_deserializer=replaybuf_dot_v1_dot_service__pb2.DiffRequest.FromString,
+                    response_serializer=replaybuf_dot_v1_dot_service__pb2.DiffResponse.SerializeToString,
+            ),
+            'RecordJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordJob,
+                    request_deserializer=replaybuf_dot_v1_dot_service__pb2.RecordJobRequest.FromString,
+                    response_serializer=replaybuf_dot_v1_dot_service__pb2.RecordJobResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=replaybuf_dot_v1_dot_service__pb2.GetJobRequest.FromString,
+                    response_serializer=replaybuf_dot_v1_dot_events__pb2.JobCompleted.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -545,6 +674,195 @@ class ReplayService:
             '/replaybuf.v1.ReplayService/FindItems',
             replaybuf_dot_v1_dot_service__pb2.FindItemsRequest.SerializeToString,
             replaybuf_dot_v1_dot_service__pb2.FindItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/replaybuf.v1.ReplayService/Export',
+            replaybuf_dot_v1_dot_service__pb2.ExportRequest.SerializeToString,
+            replaybuf_dot_v1_dot_service__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FlagForReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/replaybuf.v1.ReplayService/FlagForReview',
+            replaybuf_dot_v1_dot_service__pb2.FlagForReviewRequest.SerializeToString,
+            replaybuf_dot_v1_dot_service__pb2.FlagForReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/replaybuf.v1.ReplayService/ListPendingReviews',
+            replaybuf_dot_v1_dot_service__pb2.ListPendingReviewsRequest.SerializeToString,
+            replaybuf_dot_v1_dot_service__pb2.ListPendingReviewsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/replaybuf.v1.ReplayService/ApplyLabel',
+            replaybuf_dot_v1_dot_service__pb2.ApplyLabelRequest.SerializeToString,
+            replaybuf_dot_v1_dot_service__pb2.ApplyLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/replaybuf.v1.ReplayService/Diff',
+            replaybuf_dot_v1_dot_service__pb2.DiffRequest.SerializeToString,
+            replaybuf_dot_v1_dot_service__pb2.DiffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/replaybuf.v1.ReplayService/RecordJob',
+            replaybuf_dot_v1_dot_service__pb2.RecordJobRequest.SerializeToString,
+            replaybuf_dot_v1_dot_service__pb2.RecordJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/replaybuf.v1.ReplayService/GetJob',
+            replaybuf_dot_v1_dot_service__pb2.GetJobRequest.SerializeToString,
+            replaybuf_dot_v1_dot_events__pb2.JobCompleted.FromString,
             options,
             channel_credentials,
             insecure,
