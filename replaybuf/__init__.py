@@ -35,6 +35,17 @@ _EXPORTS: dict[str, str] = {
     "RateLimiter": "replaybuf.rate_limiter",
     "RateLimiterConfig": "replaybuf.rate_limiter",
     "FieldSpec": "replaybuf.tensors",
+    "Engine": "replaybuf.engine",
+    "EngineConfig": "replaybuf.engine_config",
+    "TableConfig": "replaybuf.table_config",
+    "SelectorConfig": "replaybuf.table_config",
+    "Lineage": "replaybuf.lineage",
+    "Sample": "replaybuf.results",
+    "SampleInfo": "replaybuf.results",
+    "TableInfo": "replaybuf.results",
+    "AppendAck": "replaybuf.results",
+    "UpdateResult": "replaybuf.results",
+    "EvictResult": "replaybuf.results",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

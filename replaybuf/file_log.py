@@ -267,6 +267,18 @@ class FileLog(Log):
 
     # ----------------------------------------------------------------------------- append
 
+    def find_duplicate(self, producer_id: bytes, producer_seq: int) -> AppendResult | None:
+        """The original ack of a producer batch already in the log, else None. O(1)."""
+
+        pid, seq = check_producer(producer_id, producer_seq)
+        with self._lock:
+            self._check_usable()
+            dup = self._dedup.lookup(pid, seq, None)
+            if dup is None:
+                return None
+            durable = self._policy in ("always", "group") and self._commit.durable_lsn >= dup[1]
+        return AppendResult(dup[0], dup[1], durable=durable, duplicate=True)
+
     def append(
         self,
         payloads: Sequence[bytes],

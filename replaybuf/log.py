@@ -111,6 +111,19 @@ class Log(abc.ABC):
         """
 
     @abc.abstractmethod
+    def find_duplicate(self, producer_id: bytes, producer_seq: int) -> AppendResult | None:
+        """The original ack of ``(producer_id, producer_seq)`` if that batch was appended.
+
+        Lets a caller that builds its records from current state (the engine) recognise a
+        retry before building them: the retry is answered with the original LSNs even if the
+        records would now come out differently. Returns None for a sequence not seen yet.
+
+        Raises:
+            InvalidArgumentError: a bad producer id/sequence, or one older than the dedup
+                window.
+        """
+
+    @abc.abstractmethod
     def read(self, from_lsn: int = 1, to_lsn: int | None = None) -> Iterator[LogRecord]:
         """Yield the records with ``from_lsn <= lsn <= to_lsn`` (to the current end if None).
 

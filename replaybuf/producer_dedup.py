@@ -70,8 +70,12 @@ class ProducerDedup:
         # producer -> [newest_seq, {seq: first_lsn << 32 | count}, heap of seqs]
         self._producers: OrderedDict[bytes, list] = OrderedDict()
 
-    def lookup(self, pid: bytes, seq: int, count: int) -> tuple[int, int] | None:
+    def lookup(self, pid: bytes, seq: int, count: int | None) -> tuple[int, int] | None:
         """Return the original ``(first, last)`` LSNs of a retry, or None for a new sequence.
+
+        Args:
+            count: the retry's record count, checked against the original's; None skips the
+                check (for callers that look a retry up before building its records).
 
         Raises:
             InvalidArgumentError: ``seq`` is older than the window (cannot tell it from a
@@ -86,7 +90,7 @@ class ProducerDedup:
         packed = seqs.get(seq)
         if packed is not None:
             first, n = packed >> 32, packed & 0xFFFFFFFF
-            if n != count:
+            if count is not None and n != count:
                 raise InvalidArgumentError(
                     f"producer_seq={seq} of producer {pid.hex()} was already used for a batch of "
                     f"{n} records (LSN {first}..{first + n - 1}), and this one has {count}; a "

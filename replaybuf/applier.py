@@ -1,0 +1,364 @@
+"""The applier: how one log event changes the LMDB view, inside a `View.write` transaction.
+
+It is the single code path for live writes, catch-up and rebuild, so a rebuilt view equals the
+live one by construction. Every decision is a function of the events before it: items an event
+names that are absent (evicted, or of another table) are skipped, the last of repeated ids
+wins, and slots come from the table's `SlotSource` (lowest free slot first).
+
+The value formats it writes are described in `replaybuf.view`; each value starts with the
+record version `RECORD_VERSION`.
+
+Not thread-safe: one `Batch` lives inside one write transaction of the writer thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import lmdb
+import numpy as np
+
+from replaybuf.errors import DataLossError
+from replaybuf.table_config import TableConfig
+from replaybuf.tensors import from_tensor
+from replaybuf.v1 import events_pb2
+
+__all__ = [
+    "Applied", "Batch", "SlotSource", "TableRecord", "TableStats", "ViewDamagedError",
+    "META_DTYPE", "RECORD_VERSION", "FLAG_EVICTED", "FLAG_CORRECTED", "row_dtype", "item_keys",
+    "decode_strings",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: Version byte at the start of every value the view stores.
+RECORD_VERSION = 1
+FLAG_EVICTED = 1
+FLAG_CORRECTED = 2
+
+#: One item's mutable metadata and lineage (90 bytes, packed, little-endian).
+META_DTYPE = np.dtype(
+    [
+        ("version", "u1"), ("flags", "u1"), ("table", "<u4"), ("slot", "<u4"),
+        ("item_id", "<u8"), ("priority", "<f8"), ("times_sampled", "<u8"), ("reward", "<f8"),
+        ("append_lsn", "<u8"), ("evicted_lsn", "<u8"), ("episode_id", "<u8"), ("step", "<u8"),
+        ("model_version", "<i8"), ("timestamp_ms", "<i8"),
+    ]
+)
+TABLE_VALUE = struct.Struct("<BIQ")  # version, table index, created LSN (+ TableConfig proto)
+STATS_VALUE = struct.Struct("<BQQQ")  # version, inserts, samples, evictions
+U64 = struct.Struct(">Q")
+U32 = struct.Struct(">I")
+MODEL_VERSION_BIAS = 2**63
+_V = RECORD_VERSION
+_ITEM_KINDS = ("items_evicted", "priorities_updated", "rewards_corrected", "items_sampled")
+
+
+class ViewDamagedError(DataLossError):
+    """The view cannot be used as is (damaged, or inconsistent with the log).
+
+    The engine answers it by deleting the view and rebuilding it from the log.
+    """
+
+
+class SlotSource(Protocol):
+    """Hands out table slots during a write; undone with `rollback` if the write fails."""
+
+    def alloc(self, n: int) -> np.ndarray: ...
+    def free(self, slots: np.ndarray) -> None: ...
+    def begin(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+@dataclass
+class Applied:
+    """What applying one event changed, for the engine to mirror in RAM.
+
+    Attributes:
+        kind: the event kind (`replaybuf.events.event_kind`).
+        lsn: its LSN.
+        table: table index (-1 for events the view does not apply).
+        ids: items actually affected, absent ones skipped (for ``items_sampled``: every draw
+            of the event; the table skips absent items itself).
+        slots: their slots (empty for ``items_sampled``).
+        values: new priorities or rewards (``priorities_updated``, ``rewards_corrected``,
+            ``items_appended``), else None.
+        event: the event itself.
+        count: for ``items_sampled``, the number of draws in the event (present or not).
+    """
+
+    kind: str
+    lsn: int
+    table: int
+    ids: np.ndarray
+    slots: np.ndarray
+    values: np.ndarray | None
+    event: events_pb2.Event
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class TableRecord:
+    """A table as the view knows it."""
+
+    name: str
+    index: int
+    created_lsn: int
+    config: TableConfig
+
+
+@dataclass
+class TableStats:
+    """Committed counters of a table (the rate limiter restarts from them)."""
+
+    inserts: int = 0
+    samples: int = 0
+    evictions: int = 0
+
+
+def row_dtype(config: TableConfig) -> np.dtype:
+    """The packed structured dtype of one stored payload: version byte, then the fields."""
+
+    return np.dtype([("_v", "u1")] + [(s.name, s.dtype, s.shape) for s in config.signature])
+
+
+def item_keys(ids: np.ndarray) -> list[bytes]:
+    """8-byte big-endian keys of item ids (they sort numerically)."""
+
+    raw = np.ascontiguousarray(ids, dtype=">u8").tobytes()
+    return [raw[i : i + 8] for i in range(0, len(raw), 8)]
+
+
+def _split(raw: bytes, width: int) -> list[bytes]:
+    return [raw[i : i + width] for i in range(0, len(raw), width)]
+
+
+def encode_strings(request_id: bytes, source: bytes) -> bytes:
+    return (bytes([_V]) + len(request_id).to_bytes(2, "little") + request_id
+            + len(source).to_bytes(2, "little") + source)
+
+
+def decode_strings(value: bytes) -> tuple[str, str]:
+    """``(request_id, source)`` of an ``item_strings`` value."""
+
+    n = int.from_bytes(value[1:3], "little")
+    m = int.from_bytes(value[3 + n : 5 + n], "little")
+    return value[3 : 3 + n].decode(), value[5 + n : 5 + n + m].decode()
+
+
+class Batch:
+    """The changes of one write transaction: applies events, then `finish` writes the
+    counters and ``applied_lsn``. Caches start from the view's committed state and are
+    merged back by the view only after the commit."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *,
+                 tables: dict[str, TableRecord], stats: dict[int, TableStats],
+                 next_item_id: int, next_table: int,
+                 slots: Callable[[int, TableConfig], SlotSource]) -> None:
+        self.txn = txn
+        self._dbs = dbs
+        self.tables = dict(tables)
+        self._committed_stats = stats
+        self.stats: dict[int, TableStats] = {}
+        self.next_item_id = next_item_id
+        self.next_table = next_table
+        self._slots = slots
+        self._sampled: dict[int, dict[int, int]] = {}  # table -> item id -> draws to count
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _stats(self, idx: int) -> TableStats:
+        st = self.stats.get(idx)
+        if st is None:
+            old = self._committed_stats.get(idx, TableStats())
+            st = self.stats[idx] = TableStats(old.inserts, old.samples, old.evictions)
+        return st
+
+    def _cursor(self, name: str) -> lmdb.Cursor:
+        return self.txn.cursor(db=self._dbs[name])
+
+    def _metas(self, idx: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Present items of table idx among ids: (positions into ids, META records)."""
+
+        keys = item_keys(ids)
+        found = self._cursor("item_meta").getmulti(keys)
+        if not found:
+            return np.empty(0, np.int64), np.empty(0, META_DTYPE)
+        recs = np.frombuffer(b"".join(v for _, v in found), META_DTYPE).copy()
+        pos_of = {k: i for i, k in enumerate(keys)}
+        pos = np.fromiter((pos_of[k] for k, _ in found), np.int64, len(found))
+        keep = recs["table"] == idx
+        return pos[keep], recs[keep]
+
+    def _put_metas(self, recs: np.ndarray, db: str = "item_meta") -> None:
+        values = _split(recs.tobytes(), META_DTYPE.itemsize)
+        self._cursor(db).putmulti(list(zip(item_keys(recs["item_id"]), values)))
+
+    # -- events -------------------------------------------------------------------------------
+
+    def apply(self, lsn: int, ev: events_pb2.Event) -> Applied:
+        """Apply one event. Cost: O(items it names) LMDB operations, batched."""
+
+        kind = ev.WhichOneof("body") or ""
+        body = getattr(ev, kind) if kind else None
+        none_i = np.empty(0, np.int64)
+        skip = Applied(kind, lsn, -1, np.empty(0, np.uint64), none_i, None, ev)
+        if kind == "table_created":
+            return self._create(lsn, ev) or skip
+        if body is None or not hasattr(body, "table") or body.table not in self.tables:
+            return skip
+        rec = self.tables[body.table]
+        if kind == "items_appended":
+            return self._append(lsn, ev, rec)
+        if kind not in _ITEM_KINDS:
+            return skip  # review and drift events change no item state (issue 6 onwards)
+        idx = rec.index
+        ids = np.asarray(body.item_ids, dtype=np.uint64)
+        if kind == "items_sampled":
+            # Counted in `finish` (one read-modify-write per item however many draws). An id
+            # not yet appended at this LSN is skipped now; one evicted later in this batch
+            # gets its count before its record moves (see below).
+            self._stats(idx).samples += ids.size
+            counts = self._sampled.setdefault(idx, {})
+            for i in ids[ids < self.next_item_id].tolist():
+                counts[i] = counts.get(i, 0) + 1
+            return Applied(kind, lsn, idx, ids, none_i, None, ev, count=int(ids.size))
+        rev_u, rev_i = np.unique(ids[::-1], return_index=True)  # the last of repeated ids wins
+        last = ids.size - 1 - rev_i
+        pos, recs = self._metas(idx, rev_u)
+        order = np.argsort(last[pos], kind="stable")  # back to event order
+        pos, recs = pos[order], recs[order]
+        src_pos = last[pos]
+        slots = recs["slot"].astype(np.int64)
+        if kind == "items_evicted":
+            pending = self._sampled.get(idx)
+            if pending:
+                extra = [pending.pop(i, 0) for i in recs["item_id"].tolist()]
+                recs["times_sampled"] += np.asarray(extra, dtype=np.uint64)
+            for k in item_keys(recs["item_id"]):
+                self.txn.delete(k, db=self._dbs["items"])
+                self.txn.delete(k, db=self._dbs["item_meta"])
+            recs["flags"] |= FLAG_EVICTED
+            recs["evicted_lsn"] = lsn
+            self._put_metas(recs, "evicted_meta")
+            self._stats(idx).evictions += recs.size
+            self._slots(idx, rec.config).free(slots)
+            return Applied(kind, lsn, idx, recs["item_id"].copy(), slots, None, ev)
+        if kind == "priorities_updated":
+            vals = np.asarray(body.priorities, dtype=np.float64)[src_pos]
+            recs["priority"] = vals
+        else:
+            vals = np.asarray(body.rewards, dtype=np.float64)[src_pos]
+            recs["reward"] = vals
+            recs["flags"] |= FLAG_CORRECTED
+        self._put_metas(recs)
+        return Applied(kind, lsn, idx, recs["item_id"].copy(), slots, vals, ev)
+
+    def _create(self, lsn: int, ev: events_pb2.Event) -> Applied | None:
+        cfg = TableConfig.from_proto(ev.table_created.config)
+        if cfg.name in self.tables:
+            _logger.warning("LSN %d creates table %r again; ignored", lsn, cfg.name)
+            return None
+        idx = self.next_table
+        self.next_table += 1
+        self.tables[cfg.name] = TableRecord(cfg.name, idx, lsn, cfg)
+        value = TABLE_VALUE.pack(_V, idx, lsn) + cfg.to_proto().SerializeToString(
+            deterministic=True)
+        self.txn.put(cfg.name.encode(), value, db=self._dbs["tables"])
+        self._stats(idx)
+        return Applied("table_created", lsn, idx, np.empty(0, np.uint64), np.empty(0, np.int64),
+                       None, ev)
+
+    def _append(self, lsn: int, ev: events_pb2.Event, rec: TableRecord) -> Applied:
+        body = ev.items_appended
+        cfg = rec.config
+        ids = np.asarray(body.item_ids, dtype=np.uint64)
+        n = ids.size
+        if n == 0:
+            return Applied("items_appended", lsn, rec.index, ids, np.empty(0, np.int64), None, ev)
+        increasing = n == 1 or bool((np.diff(ids.astype(np.int64)) > 0).all())
+        if int(ids[0]) < self.next_item_id or not increasing:
+            raise ViewDamagedError(
+                f"ItemsAppended at LSN {lsn} has item ids {int(ids[0])}.. that do not increase "
+                f"past {self.next_item_id}; the view does not match the log"
+            )
+        cols = {c.name: c for c in body.data.columns}
+        rows = np.empty(n, row_dtype(cfg))
+        rows["_v"] = _V
+        for spec in cfg.signature:
+            if spec.name not in cols:
+                raise DataLossError(f"ItemsAppended at LSN {lsn} lacks field {spec.name!r}")
+            rows[spec.name] = from_tensor(cols[spec.name].tensor, name=spec.name)
+        slots = self._slots(rec.index, cfg).alloc(n)
+        lin = body.lineage
+        metas = np.zeros(n, META_DTYPE)
+        metas["version"] = _V
+        metas["table"] = rec.index
+        metas["slot"] = slots
+        metas["item_id"] = ids
+        prios = np.asarray(body.priorities, dtype=np.float64)
+        metas["priority"] = prios
+        if cfg.has_reward:
+            metas["reward"] = rows[cfg.reward_field]
+        metas["append_lsn"] = lsn
+        for name in ("episode_id", "step", "model_version", "timestamp_ms"):
+            col = getattr(lin, name)
+            if len(col):
+                metas[name] = np.asarray(col)
+        keys = item_keys(ids)
+        added = self._cursor("items").putmulti(
+            list(zip(keys, _split(rows.tobytes(), rows.itemsize))), append=True)[1]
+        added += self._cursor("item_meta").putmulti(
+            list(zip(keys, _split(metas.tobytes(), META_DTYPE.itemsize))), append=True)[1]
+        if added != 2 * n:
+            raise ViewDamagedError(f"ItemsAppended at LSN {lsn}: ids {int(ids[0])}.. exist")
+        t = U32.pack(rec.index)
+        episodes = metas["episode_id"].tolist()
+        self._cursor("by_episode").putmulti(
+            [(t + U64.pack(e) + k, b"") for e, k in zip(episodes, keys)])
+        biased = metas["model_version"].astype(np.int64).view(np.uint64) ^ np.uint64(
+            MODEL_VERSION_BIAS)
+        self._cursor("by_model_version").putmulti(
+            [(t + U64.pack(v) + k, b"") for v, k in zip(biased.tolist(), keys)])
+        reqs, srcs = list(lin.request_id), list(lin.source)
+        strings, by_req = [], []
+        for i in range(n):
+            r = reqs[min(i, len(reqs) - 1)].encode() if reqs else b""
+            s = srcs[min(i, len(srcs) - 1)].encode() if srcs else b""
+            if r or s:
+                strings.append((keys[i], encode_strings(r, s)))
+            if r:
+                by_req.append((t + len(r).to_bytes(2, "big") + r + keys[i], b""))
+        if strings and self._cursor("item_strings").putmulti(strings, append=True)[1] != len(
+                strings):
+            raise ViewDamagedError(f"ItemsAppended at LSN {lsn}: strings of {int(ids[0])}.. exist")
+        if by_req:
+            self._cursor("by_request").putmulti(by_req)
+        self._stats(rec.index).inserts += n
+        self.next_item_id = int(ids[-1]) + 1
+        return Applied("items_appended", lsn, rec.index, ids, slots.astype(np.int64), prios, ev)
+
+    # -- end of the transaction ---------------------------------------------------------------
+
+    def finish(self, lsn: int) -> None:
+        """Write the deferred sample counts, the table counters and ``applied_lsn = lsn``."""
+
+        for idx, counts in self._sampled.items():
+            if counts:
+                ids = np.fromiter(counts, np.uint64, len(counts))
+                pos, recs = self._metas(idx, ids)
+                add = np.fromiter(counts.values(), np.uint64, len(counts))
+                recs["times_sampled"] += add[pos]
+                self._put_metas(recs)
+        meta = self._dbs["meta"]
+        for idx, s in self.stats.items():
+            self.txn.put(U32.pack(idx), STATS_VALUE.pack(_V, s.inserts, s.samples, s.evictions),
+                         db=self._dbs["table_stats"])
+        self.txn.put(b"next_item_id", U64.pack(self.next_item_id), db=meta)
+        self.txn.put(b"next_table", U32.pack(self.next_table), db=meta)
+        self.txn.put(b"applied_lsn", U64.pack(lsn), db=meta)

@@ -1,0 +1,696 @@
+"""The in-process replay engine: tables over an event log and its LMDB view, without gRPC.
+
+Every change is an event appended to the log first; then, in the same call, it is applied to the
+LMDB view (one write transaction that also stores ``applied_lsn``) and mirrored in the tables'
+RAM state. On open the engine loads the tables from the view, replays the log from the view's
+``applied_lsn + 1``, and rebuilds the view from scratch when it is missing, damaged, from another
+log or ahead of the log. Live writes, catch-up and rebuild share one code path
+(`View.write` + `Table.mirror`), so a rebuilt engine equals the one that wrote the log.
+
+Data directory: ``DIR/log/`` (`replaybuf.file_log.FileLog`) and ``DIR/view/`` (LMDB).
+
+Threads and locks:
+
+* One *writer lock* serializes every change: validate -> assign ids -> build events ->
+  `Log.append` (which waits for the fsync under ``group``/``always``) -> view transaction ->
+  RAM mirror. Concurrent appends therefore do not share an fsync; batch items per append.
+* Each table has a lock held only for RAM work: a sample's draw and gather, or mirroring one
+  event. Sampling never waits for a log append or fsync, only for one mirror step.
+* Rate-limiter waits happen before any lock is taken.
+* A *sample recorder* thread logs each draw as ``ItemsSampled`` (and ``ItemsEvicted`` with
+  reason MAX_TIMES_SAMPLED for items it retired) through the writer path, coalescing pending
+  draws into one frame, so times sampled, retirements and the limiter's sample count survive a
+  restart without an fsync on the sampling path. A crash can forget the draws of the last few
+  milliseconds (those not yet logged); `Engine.flush_samples` waits until all are logged.
+
+Durability: under the ``group`` (default) and ``always`` fsync policies an append returns
+after its frame is fsynced, so the view never holds a non-durable event (``applied_lsn <=
+durable_lsn``). Under ``interval`` and ``none`` the ack says ``durable=False`` and the view may
+run ahead of ``durable_lsn`` until the next log sync; a process crash loses nothing, and after
+a power loss the view is found ahead of the log on open and rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import lmdb
+import numpy as np
+
+from replaybuf.errors import (
+    AlreadyExistsError, ClosedError, FailedPreconditionError, InvalidArgumentError,
+    InvalidPriorityError, TableNotFoundError,
+)
+from replaybuf.engine_config import EngineConfig
+from replaybuf.events import decode_event, encode_event, make_event
+from replaybuf.file_log import FileLog
+from replaybuf.lineage import Lineage
+from replaybuf.locks import FairLock
+from replaybuf.log import AppendResult, Log
+from replaybuf.recorder import RecordedDraw, SampleRecorder
+from replaybuf.results import AppendAck, EvictResult, Sample, SampleInfo, TableInfo, UpdateResult
+from replaybuf.table import SlotAllocator, Table
+from replaybuf.table_config import TableConfig
+from replaybuf.tensors import check_batch, to_batch
+from replaybuf.v1 import events_pb2
+from replaybuf.view import Applied, View, ViewDamagedError
+
+__all__ = ["Engine", "EngineConfig"]
+
+_logger = logging.getLogger(__name__)
+_U64_MAX = 2**64 - 1
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+class _Clock:
+    """The LSN up to which the RAM state is mirrored (engine-wide)."""
+
+    lsn = 0
+
+
+class Engine:
+    """Replay tables over an event log and an LMDB view, in-process. See the module docstring.
+
+    Thread-safety: every method is thread-safe; one writer path, many samplers. Use as a
+    context manager or call `close`.
+
+    Example::
+
+        import numpy as np, tempfile
+        from replaybuf.engine import Engine, EngineConfig
+        from replaybuf.table_config import TableConfig
+
+        with Engine(tempfile.mkdtemp(), EngineConfig.for_tests()) as engine:
+            engine.create_table(TableConfig("replay", {"obs": (np.float32, (4,)),
+                                                       "reward": np.float32}, capacity=100))
+            ack = engine.append("replay", {"obs": np.zeros((8, 4), np.float32),
+                                           "reward": np.ones(8, np.float32)},
+                                lineage={"episode_id": 1, "step": np.arange(8)})
+            batch = engine.sample("replay", 4, seed=0)
+            assert batch.data["obs"].shape == (4, 4) and batch.info.seed == 0
+    """
+
+    def __init__(self, data_dir: str | Path, config: EngineConfig | None = None, *,
+                 log: Log | None = None) -> None:
+        """Open (or create) the engine in `data_dir`.
+
+        Args:
+            data_dir: directory holding ``log/`` and ``view/``.
+            config: settings (default `EngineConfig()`: group fsync, 1 TiB sparse map).
+            log: an open `Log` to use instead of ``DIR/log`` (the engine will not close it).
+
+        Cost: reading the view (one scan, about 1 s per million small items) plus replaying
+        the log past the view's ``applied_lsn``; a rebuild replays the whole log.
+        """
+
+        self.config = config if config is not None else EngineConfig()
+        if not isinstance(self.config, EngineConfig):
+            raise InvalidArgumentError(f"config is {config!r}; pass an EngineConfig or None")
+        self.path = Path(data_dir)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._own_log = log is None
+        self._log: Log = log if log is not None else FileLog(self.path / "log", self.config.log)
+        self._write_lock = FairLock()
+        self._clock = _Clock()
+        self._tables: dict[str, Table] = {}
+        self._by_index: dict[int, Table] = {}
+        self._new_slots: dict[int, SlotAllocator] = {}
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._seed_lock = threading.Lock()
+        self._seeds = np.random.default_rng(self.config.seed)
+        self.rebuild_reason: str | None = None
+        """Why the view was rebuilt on open (None when it was caught up)."""
+        try:
+            self._view = self._open_view()
+            self._evict_retired()
+        except BaseException:
+            if getattr(self, "_view", None) is not None:
+                self._view.close()
+            if self._own_log:
+                self._log.close()
+            raise
+        self._recorder = SampleRecorder(
+            write=self._record, lock=self._write_lock,
+            max_pending=self.config.max_pending_samples, window=self.config.record_window,
+            on_error=self._fail, name=f"replaybuf-recorder:{self.path}")
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _open_view(self) -> View:
+        self._log.sync()
+        end = self._log.durable_lsn
+        damaged: str | None = None
+        for attempt in range(2):
+            view, reason = View.open(self.path / "view", log_id=self._log.log_id, log_end=end,
+                                     map_size=self.config.map_size,
+                                     max_readers=self.config.max_readers,
+                                     sync=self.config.view_sync)
+            self.rebuild_reason = damaged or reason
+            self._view = view
+            try:
+                self._load_tables(view)
+                self._catch_up(end)
+                return view
+            except (ViewDamagedError, lmdb.Error) as exc:
+                view.close()
+                if attempt:
+                    raise
+                damaged = f"view {view.path} is damaged ({exc})"
+                _logger.warning("%s; rebuilding it from the log", damaged)
+                shutil.rmtree(view.path, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _load_tables(self, view: View) -> None:
+        self._tables, self._by_index, self._new_slots = {}, {}, {}
+        loaded = view.load()
+        for rec in view.tables():
+            t = Table(rec.index, rec.config, created_lsn=rec.created_lsn, clock=self._clock)
+            st = view.stats(rec.index)
+            metas, rows = loaded[rec.index]
+            t.load(metas, rows, inserts=st.inserts, samples=st.samples, evictions=st.evictions)
+            self._tables[rec.name] = t
+            self._by_index[rec.index] = t
+        self._clock.lsn = view.applied_lsn
+
+    def _catch_up(self, to_lsn: int) -> None:
+        batch: list[tuple[int, events_pb2.Event]] = []
+        size = 0
+        for rec in self._log.read(self._view.applied_lsn + 1, to_lsn):
+            batch.append((rec.lsn, decode_event(rec.payload, lsn=rec.lsn)))
+            size += len(rec.payload)
+            if len(batch) >= self.config.catch_up_events or size >= self.config.catch_up_bytes:
+                self._apply(batch, live=False)
+                batch, size = [], 0
+        if batch:
+            self._apply(batch, live=False)
+
+    def _evict_retired(self) -> None:
+        # Items past max_times_sampled whose eviction never reached the log (the recorder logs
+        # both in one frame, so only a log written otherwise has them) would hold their slots.
+        for name, t in self._tables.items():
+            ids = t.retired_ids()
+            if ids.size:
+                self._commit([make_event(items_evicted=events_pb2.ItemsEvicted(
+                    table=name, item_ids=ids.tolist(),
+                    reason=events_pb2.EVICTION_REASON_MAX_TIMES_SAMPLED,
+                    detail="reached max_times_sampled before the engine was reopened"))])
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+
+    # -- the write path (callers hold the writer lock) ----------------------------------------
+
+    def _slots_for(self, idx: int, config: TableConfig) -> SlotAllocator:
+        t = self._by_index.get(idx)
+        if t is not None:
+            return t.allocator
+        return self._new_slots.setdefault(idx, SlotAllocator(config.capacity))
+
+    def _apply(self, records: list[tuple[int, events_pb2.Event]], *, live: bool) -> list[Applied]:
+        applied = self._view.write(records, self._slots_for)
+        for a in applied:
+            if a.kind == "table_created" and a.table >= 0:
+                rec = next(r for r in self._view.tables() if r.index == a.table)
+                t = Table(a.table, rec.config, created_lsn=a.lsn, clock=self._clock,
+                          allocator=self._new_slots.pop(a.table, None))
+                self._tables[rec.name] = t
+                self._by_index[a.table] = t
+            elif a.table >= 0:
+                self._by_index[a.table].mirror(a, live=live)
+        self._clock.lsn = records[-1][0]
+        return applied
+
+    def _commit(self, events: list[events_pb2.Event], *, producer_id: bytes | None = None,
+                producer_seq: int | None = None) -> tuple[AppendResult, list[Applied]]:
+        ack = self._log.append([encode_event(e) for e in events], producer_id=producer_id,
+                               producer_seq=producer_seq)
+        if ack.duplicate:
+            return ack, []
+        try:
+            records = list(zip(range(ack.first_lsn, ack.last_lsn + 1), events))
+            return ack, self._apply(records, live=True)
+        except BaseException as exc:
+            # The log holds events that the view or RAM may lack: stop; reopening recovers.
+            self._fail(exc)
+            raise
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise FailedPreconditionError(
+                f"engine {self.path} stopped after a failure in its write path "
+                f"({type(self._failure).__name__}: {self._failure}); close and reopen it to "
+                f"recover from the log"
+            ) from self._failure
+        if self._closed:
+            raise ClosedError(f"engine {self.path} is closed; open a new Engine")
+
+    def _table(self, name: object) -> Table:
+        t = self._tables.get(name) if isinstance(name, str) else None
+        if t is None:
+            raise TableNotFoundError(
+                f"table {name!r} does not exist; create it first (tables: {sorted(self._tables)})"
+            )
+        return t
+
+    # -- tables -------------------------------------------------------------------------------
+
+    def create_table(self, config: TableConfig, *, exist_ok: bool = False) -> TableInfo:
+        """Create a table (logged as ``TableCreated``).
+
+        Args:
+            config: the table's configuration.
+            exist_ok: an existing table with an identical config is not an error.
+
+        Raises:
+            AlreadyExistsError: a table of that name exists (with another config, or
+                `exist_ok` is False).
+        """
+
+        if not isinstance(config, TableConfig):
+            raise InvalidArgumentError(f"config is {config!r}; pass a TableConfig")
+        with self._write_lock:
+            self._check_open()
+            old = self._tables.get(config.name)
+            if old is not None:
+                if exist_ok and old.config == config:
+                    return self.describe_table(config.name)
+                raise AlreadyExistsError(
+                    f"table {config.name!r} already exists"
+                    + (" with another config" if exist_ok else "; pass exist_ok=True to reuse it")
+                )
+            self._commit([make_event(table_created=events_pb2.TableCreated(
+                config=config.to_proto()))])
+        return self.describe_table(config.name)
+
+    def list_tables(self) -> list[TableInfo]:
+        """Every table's `TableInfo`, by name."""
+
+        self._check_open()
+        return [self.describe_table(n) for n in sorted(self._tables)]
+
+    def describe_table(self, name: str) -> TableInfo:
+        """One table's config and live state. O(1) (O(capacity) right after the max-priority
+        item left)."""
+
+        self._check_open()
+        t = self._table(name)
+        return TableInfo(
+            config=t.config, size=t.size, total_priority=t.total_priority(),
+            max_priority=t.max_priority(), rate_limiter=t.limiter.stats(),
+            applied_lsn=self._view.applied_lsn, durable_lsn=self._log.durable_lsn,
+            created_lsn=t.created_lsn,
+        )
+
+    # -- append -------------------------------------------------------------------------------
+
+    def append(
+        self, table: str, data: Mapping[str, np.ndarray], *,
+        priorities: Sequence[float] | np.ndarray | float | None = None,
+        lineage: Lineage | Mapping[str, object] | None = None,
+        producer_id: bytes | None = None, producer_seq: int | None = None,
+        timeout: float | None = None,
+    ) -> AppendAck:
+        """Append a columnar batch of n items; returns their ids once logged and applied.
+
+        Args:
+            table: table name.
+            data: one array per signature field, each with a leading batch dimension n.
+            priorities: n raw priorities (finite, >= 0), one for all, or None for the table's
+                current max priority (1.0 when empty), as in PER.
+            lineage: per-item provenance; each column 0, 1 or n entries (see `Lineage`).
+            producer_id: 16 bytes naming the producer, for idempotent retries.
+            producer_seq: the producer's batch number (>= 1); with producer_id.
+            timeout: seconds to wait for the rate limiter; None waits forever.
+
+        Returns:
+            The ids and LSN range. If the table is full, the remover's victims are evicted in
+            the same log frame, before the items (``ItemsEvicted`` reason CAPACITY).
+
+        Raises:
+            TableNotFoundError, SignatureMismatchError, EmptyBatchError, InvalidPriorityError,
+            InvalidArgumentError: bad input; nothing was logged.
+            RateLimitTimeoutError: the rate limiter blocked inserts for `timeout` seconds.
+        """
+
+        self._check_open()
+        t = self._table(table)
+        if not isinstance(data, Mapping):
+            raise InvalidArgumentError(
+                f"data is a {type(data).__name__}; pass a mapping of field name to array"
+            )
+        cols = {k: np.asarray(v) for k, v in data.items()}
+        n = check_batch(cols, t.config.signature, table=table)
+        if n > t.config.capacity:
+            raise InvalidArgumentError(
+                f"batch of {n} items exceeds the capacity {t.config.capacity} of table "
+                f"{table!r}; send at most {t.config.capacity} items per append"
+            )
+        prios = None if priorities is None else _priorities(priorities, n, "priorities")
+        lin = Lineage.broadcast(lineage, n, now_ms=time.time_ns() // 1_000_000)
+        batch = to_batch({s.name: cols[s.name] for s in t.config.signature})
+        with t.limiter.reserve_insert(n, timeout) as reservation:
+            with self._write_lock:
+                self._check_open()
+                if producer_id is not None:
+                    # A retry is answered from the log before anything is built: the table
+                    # may have filled since, so its events would come out differently now.
+                    dup = self._log.find_duplicate(producer_id, producer_seq)  # type: ignore[arg-type]
+                    if dup is not None:
+                        reservation.release()
+                        return AppendAck(table, self._ids_of_frame(dup), dup.first_lsn,
+                                         dup.last_lsn, dup.durable, True, np.empty(0, np.uint64))
+                if prios is None:
+                    prios = np.full(n, t.default_priority())
+                first_id = self._view.next_item_id
+                ids = np.arange(first_id, first_id + n, dtype=np.uint64)
+                events = []
+                victims = np.empty(0, np.uint64)
+                need = n - (t.config.capacity - t.occupied)
+                if need > 0 and t.size < need:
+                    # retired items still hold their slots: log their evictions first
+                    self._recorder.flush_locked()
+                    need = n - (t.config.capacity - t.occupied)
+                if need > 0:
+                    victims = t.pick_victims(need)
+                if need > 0:
+                    events.append(make_event(items_evicted=events_pb2.ItemsEvicted(
+                        table=table, item_ids=victims.tolist(),
+                        reason=events_pb2.EVICTION_REASON_CAPACITY,
+                        detail=f"table full (capacity {t.config.capacity}); remover "
+                               f"{t.config.remover.kind}")))
+                appended = events_pb2.ItemsAppended(table=table, item_ids=ids.tolist(),
+                                                    priorities=prios.tolist())
+                appended.data.CopyFrom(batch)
+                lin.to_proto(appended.lineage)
+                events.append(make_event(items_appended=appended))
+                ack, _ = self._commit(events, producer_id=producer_id,
+                                      producer_seq=producer_seq)
+                if ack.duplicate:
+                    reservation.release()
+                    ids, victims = self._ids_of_frame(ack), np.empty(0, np.uint64)
+        return AppendAck(table, ids, ack.first_lsn, ack.last_lsn, ack.durable, ack.duplicate,
+                         victims)
+
+    def _ids_of_frame(self, ack: AppendResult) -> np.ndarray:
+        for rec in self._log.read(ack.first_lsn, ack.last_lsn):
+            ev = decode_event(rec.payload, lsn=rec.lsn)
+            if ev.WhichOneof("body") == "items_appended":
+                return np.asarray(ev.items_appended.item_ids, dtype=np.uint64)
+        raise FailedPreconditionError(
+            f"producer retry matched LSNs {ack.first_lsn}..{ack.last_lsn}, which hold no "
+            f"append; use a new producer_seq for a new batch"
+        )
+
+    # -- sample -------------------------------------------------------------------------------
+
+    def sample(self, table: str, batch_size: int, *, beta: float = 0.4, seed: int | None = None,
+               timeout: float | None = None, fields: Sequence[str] | None = None) -> Sample:
+        """Draw a batch of `batch_size` items with the table's sampler.
+
+        Deterministic: the same table state (SampleInfo.lsn), seed, batch size and beta give
+        the same items and weights. The draw is logged as ``ItemsSampled`` in the background.
+
+        Args:
+            table: table name.
+            batch_size: items per batch (>= 1).
+            beta: importance-weight exponent in [0, 1].
+            seed: seed of the draw (``numpy.random.default_rng(seed)``); None picks one from
+                `EngineConfig.seed` or the OS, reported in ``info.seed``.
+            timeout: seconds to wait for the rate limiter; None waits forever.
+            fields: fields to return (default all).
+
+        Raises:
+            RateLimitTimeoutError: still blocked after `timeout` seconds.
+            FailedPreconditionError: nothing to sample (e.g. every priority is 0).
+            InvalidArgumentError: a bad batch size, beta, seed or field name.
+        """
+
+        self._check_open()
+        t = self._table(table)
+        if not _is_int(batch_size) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size is {batch_size!r}; it must be an integer >= 1")
+        if not isinstance(beta, numbers.Real) or not 0.0 <= float(beta) <= 1.0:
+            raise InvalidArgumentError(f"beta is {beta!r}; it must be a number in [0, 1]")
+        if seed is None:
+            with self._seed_lock:
+                seed = int(self._seeds.integers(0, 2**63))
+        elif not _is_int(seed) or not 0 <= seed <= _U64_MAX:
+            raise InvalidArgumentError(f"seed is {seed!r}; pass an integer in [0, 2**64) or None")
+        if fields is not None:
+            unknown = sorted(set(fields) - set(t.config.field_names))
+            if unknown or isinstance(fields, str):
+                raise InvalidArgumentError(
+                    f"fields {unknown or fields!r} are not in table {table!r}'s signature "
+                    f"{list(t.config.field_names)}"
+                )
+        with t.limiter.reserve_sample(int(batch_size), timeout):
+            draw = t.draw(int(batch_size), beta=float(beta), seed=int(seed), fields=fields)
+        self._recorder.submit(RecordedDraw(table, draw.ids, int(seed), draw.lsn, draw.retired))
+        request_ids, sources = self._view.read_strings(draw.ids)
+        lin = draw.lineage
+        info = SampleInfo(
+            item_ids=draw.ids, priorities=draw.priorities, probabilities=draw.probabilities,
+            weights=draw.weights, times_sampled=draw.times_sampled,
+            lineage=Lineage(lin["episode_id"], lin["step"], tuple(request_ids),
+                            lin["model_version"], lin["timestamp_ms"], tuple(sources)),
+            lsn=draw.lsn, seed=int(seed), table_size=draw.table_size,
+        )
+        return Sample(draw.data, info)
+
+    def _record(self, draws: list[RecordedDraw]) -> None:
+        events = [make_event(items_sampled=events_pb2.ItemsSampled(
+            table=d.table, item_ids=d.ids.tolist(), seed=d.seed, at_lsn=d.lsn)) for d in draws]
+        retired: dict[str, list[np.ndarray]] = {}
+        for d in draws:
+            if d.retired.size:
+                retired.setdefault(d.table, []).append(d.retired)
+        for name, parts in retired.items():
+            t = self._tables[name]
+            ids = np.concatenate(parts)
+            ids = ids[t.present(ids)]
+            if ids.size:
+                events.append(make_event(items_evicted=events_pb2.ItemsEvicted(
+                    table=name, item_ids=ids.tolist(),
+                    reason=events_pb2.EVICTION_REASON_MAX_TIMES_SAMPLED,
+                    detail=f"max_times_sampled={t.config.max_times_sampled}")))
+        if events:
+            self._commit(events)
+
+    def flush_samples(self, timeout: float | None = None) -> int:
+        """Wait until every draw made so far is logged; returns the view's applied LSN.
+
+        Raises:
+            TimeoutError: not done within `timeout` seconds.
+        """
+
+        self._check_open()
+        self._recorder.wait(timeout)
+        self._check_open()
+        return self._view.applied_lsn
+
+    # -- changes to existing items ------------------------------------------------------------
+
+    def update_priorities(self, table: str, item_ids: Sequence[int] | np.ndarray,
+                          priorities: Sequence[float] | np.ndarray, *,
+                          source: str = "") -> UpdateResult:
+        """Set new raw priorities (logged as ``PrioritiesUpdated``; the last of repeated ids
+        wins). Missing ids are skipped and returned; nothing is logged if all are missing.
+
+        Raises:
+            InvalidPriorityError: a NaN, infinite or negative priority (nothing logged).
+        """
+
+        self._check_open()
+        t = self._table(table)
+        ids = _ids(item_ids)
+        prios = _priorities(priorities, ids.size, "priorities")
+        with self._write_lock:
+            self._check_open()
+            mask = t.present(ids)
+            if not mask.any():
+                return UpdateResult(0, np.unique(ids[~mask]))
+            ev = events_pb2.PrioritiesUpdated(table=table, item_ids=ids[mask].tolist(),
+                                              priorities=prios[mask].tolist(), source=source)
+            ack, _ = self._commit([make_event(priorities_updated=ev)])
+        return UpdateResult(ack.last_lsn, np.unique(ids[~mask]))
+
+    def correct_rewards(
+        self, table: str, item_ids: Sequence[int] | np.ndarray,
+        rewards: Sequence[float] | np.ndarray, *, source: str | int = "human",
+        fidelity_weight: float = 1.0, reason: str = "", author: str = "",
+    ) -> UpdateResult:
+        """Correct rewards (logged as ``RewardsCorrected`` with the previous values). Later
+        samples return the corrected reward; the stored payload keeps the original.
+
+        Args:
+            source: ``"human"``, ``"model"``, ``"rule"`` or a ``FeedbackSource`` value.
+            fidelity_weight: trust in the source, in [0, 1].
+
+        Raises:
+            FailedPreconditionError: the table has no reward field.
+            InvalidArgumentError: a non-finite reward (or non-integer for an integer field).
+        """
+
+        self._check_open()
+        t = self._table(table)
+        if not t.config.has_reward:
+            raise FailedPreconditionError(
+                f"table {table!r} has no reward field {t.config.reward_field!r}; set "
+                f"TableConfig.reward_field to a scalar field to allow corrections"
+            )
+        ids = _ids(item_ids)
+        vals = _priorities(rewards, ids.size, "rewards", negative_ok=True)
+        if t.config.field(t.config.reward_field).dtype.kind in "iu" and (vals % 1).any():
+            raise InvalidArgumentError(
+                f"rewards {vals[(vals % 1) != 0][:3].tolist()} are not integers but table "
+                f"{table!r}'s reward field is {t.config.field(t.config.reward_field).dtype}"
+            )
+        src = _enum(events_pb2.FeedbackSource, source, "FEEDBACK_SOURCE_", "source")
+        if not isinstance(fidelity_weight, numbers.Real) or not 0 <= fidelity_weight <= 1:
+            raise InvalidArgumentError(
+                f"fidelity_weight is {fidelity_weight!r}; it must be a number in [0, 1]"
+            )
+        with self._write_lock:
+            self._check_open()
+            mask, slots = t.slots_of(ids)
+            if not mask.any():
+                return UpdateResult(0, np.unique(ids[~mask]))
+            ev = events_pb2.RewardsCorrected(
+                table=table, item_ids=ids[mask].tolist(), rewards=vals[mask].tolist(),
+                previous_rewards=t.rewards(slots[mask]).tolist(), source=src,
+                fidelity_weight=float(fidelity_weight), reason=reason, author=author)
+            ack, _ = self._commit([make_event(rewards_corrected=ev)])
+        return UpdateResult(ack.last_lsn, np.unique(ids[~mask]))
+
+    def evict(self, table: str, item_ids: Sequence[int] | np.ndarray, *,
+              reason: str | int = "manual", job_id: str = "", detail: str = "") -> EvictResult:
+        """Evict items (logged as ``ItemsEvicted``). Missing ids are skipped and returned, so
+        re-running the same eviction changes nothing.
+
+        Args:
+            reason: an ``EvictionReason`` name without prefix (``"manual"``, ``"age"``, ...)
+                or value.
+        """
+
+        self._check_open()
+        t = self._table(table)
+        ids = np.unique(_ids(item_ids))
+        code = _enum(events_pb2.EvictionReason, reason, "EVICTION_REASON_", "reason")
+        with self._write_lock:
+            self._check_open()
+            mask = t.present(ids)
+            if not mask.any():
+                return EvictResult(0, 0, ids[~mask])
+            ev = events_pb2.ItemsEvicted(table=table, item_ids=ids[mask].tolist(), reason=code,
+                                         job_id=job_id, detail=detail)
+            ack, _ = self._commit([make_event(items_evicted=ev)])
+        return EvictResult(ack.last_lsn, int(mask.sum()), ids[~mask])
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def log(self) -> Log:
+        return self._log
+
+    @property
+    def view(self) -> View:
+        return self._view
+
+    @property
+    def applied_lsn(self) -> int:
+        """LSN up to which the view has applied the log."""
+
+        return self._view.applied_lsn
+
+    @property
+    def durable_lsn(self) -> int:
+        return self._log.durable_lsn
+
+    def table(self, name: str) -> Table:
+        """The RAM runtime of a table (for jobs and tests; prefer the methods above)."""
+
+        return self._table(name)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Wake blocked callers with ClosedError, log pending draws, close view and log.
+        Idempotent."""
+
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+        for t in list(self._tables.values()):
+            t.close()
+        try:
+            self._recorder.stop(flush=self._failure is None)
+        finally:
+            with self._write_lock:
+                self._view.close()
+                if self._own_log:
+                    self._log.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Engine({str(self.path)!r}, tables={sorted(self._tables)}, lsn={self._clock.lsn})"
+
+
+def _ids(item_ids: object) -> np.ndarray:
+    arr = np.asarray(item_ids)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise InvalidArgumentError(
+            f"item_ids must be a 1-D sequence of integers; got {arr.dtype} of shape {arr.shape}"
+        )
+    if arr.size and arr.dtype.kind == "i" and arr.min() < 0:
+        raise InvalidArgumentError(f"item_ids holds {int(arr.min())}; ids are >= 1")
+    return arr.astype(np.uint64)
+
+
+def _priorities(values: object, n: int, name: str, *, negative_ok: bool = False) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = np.full(n, arr)
+    if arr.ndim != 1 or arr.size != n or (arr.size and arr.dtype.kind not in "iuf"):
+        raise InvalidArgumentError(
+            f"{name} must be {n} real numbers (one per item); got {arr.dtype} of shape "
+            f"{arr.shape}"
+        )
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr) if negative_ok else ~(np.isfinite(arr) & (arr >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        v = float(arr[i])
+        why = "NaN" if math.isnan(v) else "infinite" if math.isinf(v) else "negative"
+        cls = InvalidArgumentError if negative_ok else InvalidPriorityError
+        need = "finite" if negative_ok else "finite and >= 0"
+        raise cls(f"{name}[{i}] is {why} ({v!r}); {name} must be {need}")
+    return arr
+
+
+def _enum(enum: object, value: str | int, prefix: str, what: str) -> int:
+    names = [n[len(prefix):].lower() for n in enum.keys()][1:]  # type: ignore[attr-defined]
+    if isinstance(value, str) and value.lower() in names:
+        return int(enum.Value(prefix + value.upper()))  # type: ignore[attr-defined]
+    if _is_int(value) and value in enum.values()[1:]:  # type: ignore[attr-defined]
+        return int(value)  # type: ignore[arg-type]
+    raise InvalidArgumentError(f"{what} is {value!r}; use one of {names}")

@@ -1,0 +1,453 @@
+"""The materialized view: the log's events applied, exactly once, to an LMDB environment.
+
+The view is derived data (DESIGN.md, invariant 1): it can be deleted at any time and is rebuilt
+from the log. It exists so that a restart does not replay the whole log, and so that lineage
+queries (by request id, episode, model version) are index lookups.
+
+Exactly once: every write transaction stores ``applied_lsn`` together with the changes it
+covers (invariant 3), and `View.write` refuses records that do not continue at
+``applied_lsn + 1``. The engine applies only what `Log.append` returned, so under the ``group``
+and ``always`` fsync policies ``applied_lsn <= durable_lsn`` always holds (invariant 2). Under
+``interval``/``none`` an ack is not durable, and the view may run ahead of the log's
+``durable_lsn`` until the next log sync; a power loss then leaves the view ahead of the log,
+which `View.open` detects and answers with a rebuild. A process crash loses nothing (the log's
+recovery keeps what the process wrote).
+
+LMDB settings for this role (`open_env`), each a durability trade-off:
+
+* ``map_size`` 1 TiB by default: the file is sparse, so only used pages cost disk. When it is
+  still too small, the write transaction is aborted, the map is doubled and the write retried.
+* ``metasync=False``: commits skip the meta-page fsync, halving the cost of a commit. A crash
+  can undo the last commit only; that commit's events are still in the log and are re-applied
+  from ``applied_lsn`` on the next open.
+* ``sync=True`` (`EngineConfig.view_sync`; tests turn it off) and ``writemap=False``: a
+  committed transaction is on disk and a stray write cannot corrupt the map (py-lmdb: never
+  pair ``writemap`` with unsynced commits).
+* ``max_readers=1024`` and `lmdb.Environment.reader_check` at open, which clears the reader
+  slots of processes killed with SIGKILL.
+
+Layout (named databases; integers in keys are big-endian so that keys sort numerically, values
+are little-endian and start with a format version byte ``v``):
+
+====================  ========================================  ===============================
+database              key                                       value
+====================  ========================================  ===============================
+``meta``              ``format`` ``log_id`` ``applied_lsn``     u32 / utf-8 / u64 / u64 / u32
+                      ``next_item_id`` ``next_table``
+``tables``            table name (utf-8)                        v, u32 index, u64 created LSN,
+                                                                TableConfig proto
+``table_stats``       u32 table index                           v, u64 inserts, samples,
+                                                                evictions
+``items``             u64 item id                               v, fields in signature order
+                                                                (immutable; present items)
+``item_meta``         u64 item id                               `META_DTYPE` (present items)
+``evicted_meta``      u64 item id                               `META_DTYPE`, EVICTED flag
+``item_strings``      u64 item id                               v, u16 len, request id, u16
+                                                                len, source (kept on evict)
+``by_request``        u32 table, u16 len, request id, u64 id    empty
+``by_episode``        u32 table, u64 episode id, u64 id         empty
+``by_model_version``  u32 table, u64 (version + 2**63), u64 id  empty
+====================  ========================================  ===============================
+
+A priority update, a reward correction or a sample count rewrites only the small fixed-size
+``item_meta`` record, never the payload. Evicting an item deletes its payload and moves its
+metadata to ``evicted_meta``; index entries stay, so lineage can still find it. Opening scans
+``item_meta`` and ``items`` with one cursor each into numpy arrays (no Python work per item).
+How each event changes these databases is `replaybuf.applier`.
+
+Thread-safety: `View.write` is called by one thread at a time (the engine's writer lock). Read
+methods may be called from any thread concurrently; they hold a shared lock that map growth
+takes exclusively (``set_mapsize`` requires that no transaction is open in the process).
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import shutil
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from replaybuf.applier import (
+    FLAG_CORRECTED, FLAG_EVICTED, META_DTYPE, MODEL_VERSION_BIAS, RECORD_VERSION, STATS_VALUE,
+    TABLE_VALUE, U32, U64, Applied, Batch, SlotSource, TableRecord, TableStats, ViewDamagedError,
+    decode_strings, item_keys, row_dtype,
+)
+from replaybuf.errors import ClosedError, FailedPreconditionError, ResourceExhaustedError
+from replaybuf.locks import SharedLock
+from replaybuf.table_config import TableConfig
+from replaybuf.v1 import events_pb2, table_pb2
+
+__all__ = [
+    "View", "ViewDamagedError", "Applied", "SlotSource", "TableRecord", "TableStats",
+    "META_DTYPE", "VIEW_FORMAT", "FLAG_EVICTED", "FLAG_CORRECTED", "row_dtype", "open_env",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: Layout version of the whole view; a different one on disk makes `View.open` rebuild.
+VIEW_FORMAT = 1
+_V = RECORD_VERSION
+_DBS = ("meta", "tables", "table_stats", "items", "item_meta", "evicted_meta", "item_strings",
+        "by_request", "by_episode", "by_model_version")
+
+
+def open_env(path: Path, *, map_size: int, max_readers: int = 1024,
+             sync: bool = True) -> lmdb.Environment:
+    """Open (or create) the LMDB environment with this role's settings (module docstring)."""
+
+    env = lmdb.open(
+        str(path), map_size=map_size, max_dbs=len(_DBS) + 2, max_readers=max_readers,
+        subdir=True, metasync=False, sync=sync, writemap=False, lock=True,
+    )
+    env.reader_check()
+    return env
+
+
+class View:
+    """The LMDB materialized view of one log. See the module docstring for the model.
+
+    Example::
+
+        view, reason = View.open(path, log_id=log.log_id, log_end=log.durable_lsn)
+        applied = view.write([(lsn, event)], slots_for)   # one transaction
+        view.close()
+
+    Thread-safety: one writer thread; readers from any thread (see the module docstring).
+    """
+
+    def __init__(self, path: Path, env: lmdb.Environment, map_size: int) -> None:
+        self.path = path
+        self._env = env
+        self._map_size = map_size
+        self._rw = SharedLock()
+        self._dbs = {name: env.open_db(name.encode(), create=True) for name in _DBS}
+        self._tables: dict[str, TableRecord] = {}
+        self._by_index: dict[int, TableRecord] = {}
+        self._stats: dict[int, TableStats] = {}
+        self.applied_lsn = 0
+        self.next_item_id = 1
+        self._next_table = 0
+        self.log_id = ""
+        self._closed = False
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, log_id: str, log_end: int, map_size: int = 2**40,
+        max_readers: int = 1024, sync: bool = True,
+    ) -> tuple[View, str | None]:
+        """Open the view at `path` for the log `log_id` whose last LSN is `log_end`.
+
+        Returns ``(view, reason)``: reason is None when the existing view can be caught up,
+        else why it was (re)created empty: missing, damaged, another format, another log, or
+        ahead of the log. The caller then replays the log from `View.applied_lsn` + 1.
+
+        Cost: opening LMDB and reading a handful of keys; O(size of the view) to delete one.
+        """
+
+        path = Path(path)
+        reason: str | None = None
+        if not (path / "data.mdb").exists():
+            reason = f"view {path} is missing"
+        else:
+            try:
+                view = cls._open_existing(path, map_size, max_readers, sync)
+                try:
+                    reason = view._check(log_id, log_end)
+                except BaseException:
+                    view.close()
+                    raise
+                if reason is None:
+                    return view, None
+                view.close()
+            except (lmdb.Error, ViewDamagedError, struct.error, ValueError) as exc:
+                reason = f"view {path} is damaged ({type(exc).__name__}: {exc})"
+            _logger.warning("%s; rebuilding it from the log", reason)
+            shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, exist_ok=True)
+        env = open_env(path, map_size=map_size, max_readers=max_readers, sync=sync)
+        view = cls(path, env, map_size)
+        with env.begin(write=True) as txn:
+            meta = view._dbs["meta"]
+            txn.put(b"format", struct.pack(">I", VIEW_FORMAT), db=meta)
+            txn.put(b"log_id", log_id.encode(), db=meta)
+            txn.put(b"applied_lsn", U64.pack(0), db=meta)
+            txn.put(b"next_item_id", U64.pack(1), db=meta)
+            txn.put(b"next_table", U32.pack(0), db=meta)
+        view.log_id = log_id
+        return view, reason
+
+    @classmethod
+    def _open_existing(cls, path: Path, map_size: int, max_readers: int, sync: bool) -> View:
+        env = open_env(path, map_size=map_size, max_readers=max_readers, sync=sync)
+        try:
+            view = cls(path, env, map_size)
+            view._load_meta()
+        except BaseException:
+            env.close()
+            raise
+        return view
+
+    def _load_meta(self) -> None:
+        with self._env.begin() as txn:
+            meta = self._dbs["meta"]
+            fmt = txn.get(b"format", db=meta)
+            if fmt is None or len(fmt) != 4:
+                raise ViewDamagedError("meta 'format' is missing")
+            if struct.unpack(">I", fmt)[0] != VIEW_FORMAT:
+                raise ViewDamagedError(
+                    f"view format {struct.unpack('>I', fmt)[0]} is not this version's "
+                    f"{VIEW_FORMAT}"
+                )
+            self.log_id = bytes(txn.get(b"log_id", db=meta) or b"").decode()
+            self.applied_lsn = U64.unpack(txn.get(b"applied_lsn", db=meta) or b"")[0]
+            self.next_item_id = U64.unpack(txn.get(b"next_item_id", db=meta) or b"")[0]
+            self._next_table = U32.unpack(txn.get(b"next_table", db=meta) or b"")[0]
+            for key, value in txn.cursor(db=self._dbs["tables"]):
+                version, idx, created = TABLE_VALUE.unpack_from(value)
+                if version != _V:
+                    raise ViewDamagedError(f"table record version {version}")
+                msg = table_pb2.TableConfig.FromString(value[TABLE_VALUE.size :])
+                rec = TableRecord(bytes(key).decode(), idx, created, TableConfig.from_proto(msg))
+                self._tables[rec.name] = rec
+                self._by_index[idx] = rec
+            for key, value in txn.cursor(db=self._dbs["table_stats"]):
+                version, ins, smp, ev = STATS_VALUE.unpack(value)
+                if version != _V:
+                    raise ViewDamagedError(f"table stats record version {version}")
+                self._stats[U32.unpack(key)[0]] = TableStats(ins, smp, ev)
+        if len(self._by_index) != self._next_table:
+            raise ViewDamagedError(
+                f"{len(self._by_index)} tables but next_table {self._next_table}"
+            )
+
+    def _check(self, log_id: str, log_end: int) -> str | None:
+        if self.log_id != log_id:
+            return f"view {self.path} was built from log {self.log_id!r}, not {log_id!r}"
+        if self.applied_lsn > log_end:
+            return (
+                f"view {self.path} is ahead of the log (applied_lsn {self.applied_lsn} > log end "
+                f"{log_end}; the log lost its tail or was restored from an older copy)"
+            )
+        return None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        with self._rw.shared():
+            if self._closed:
+                raise ClosedError(f"view {self.path} is closed")
+            yield
+
+    def tables(self) -> list[TableRecord]:
+        """Every table, by index (creation order)."""
+
+        return [self._by_index[i] for i in sorted(self._by_index)]
+
+    def stats(self, idx: int) -> TableStats:
+        """Committed counters of table `idx` (inserts, samples, evictions)."""
+
+        st = self._stats.get(idx, TableStats())
+        return TableStats(st.inserts, st.samples, st.evictions)
+
+    def load(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Every present item of every table: ``{index: (META records, payload rows)}``.
+
+        Rows are `row_dtype` structured arrays; both are in item id order. One cursor scan
+        of ``item_meta`` and one of ``items``, joined into single buffers: O(view size) with
+        no Python work per item beyond LMDB's iterator.
+
+        Raises:
+            ViewDamagedError: records of the wrong size or version, or the two scans disagree.
+        """
+
+        with self._reading(), self._env.begin() as txn:
+            raw = b"".join(txn.cursor(db=self._dbs["item_meta"]).iternext(keys=False))
+            if len(raw) % META_DTYPE.itemsize:
+                raise ViewDamagedError("item_meta holds a record of the wrong size")
+            metas = np.frombuffer(raw, META_DTYPE)
+            if metas.size and not (metas["version"] == _V).all():
+                raise ViewDamagedError("item_meta holds a record of an unknown version")
+            cursor = txn.cursor(db=self._dbs["items"]).iternext(keys=False)
+            single = len(self._by_index) <= 1
+            joined, payloads = b"", []
+            if single:  # one table: no need to split the payloads
+                joined = b"".join(cursor)
+            else:
+                payloads = list(cursor)
+                if len(payloads) != metas.size:
+                    raise ViewDamagedError(
+                        f"{len(payloads)} payloads but {metas.size} metadata records"
+                    )
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for idx, rec in self._by_index.items():
+            sel = np.flatnonzero(metas["table"] == idx)
+            if single:
+                buf = joined
+            elif sel.size == 1:
+                buf = payloads[int(sel[0])]
+            else:
+                buf = b"".join(operator.itemgetter(*sel.tolist())(payloads)) if sel.size else b""
+            dt = row_dtype(rec.config)
+            if len(buf) != sel.size * dt.itemsize:
+                raise ViewDamagedError(f"payloads of table {rec.name!r} have the wrong size")
+            rows = np.frombuffer(buf, dt)
+            if rows.size and not (rows["_v"] == _V).all():
+                raise ViewDamagedError(f"a payload of table {rec.name!r} has an unknown version")
+            out[idx] = (metas[sel], rows)
+        return out
+
+    def read_strings(self, ids: Sequence[int] | np.ndarray) -> tuple[list[str], list[str]]:
+        """Request ids and sources of items (present or evicted); "" where none. O(len(ids))."""
+
+        arr = np.asarray(ids, dtype=np.uint64)
+        keys = item_keys(arr)
+        with self._reading(), self._env.begin() as txn:
+            found = dict(txn.cursor(db=self._dbs["item_strings"]).getmulti(keys))
+        req: list[str] = []
+        src: list[str] = []
+        for k in keys:
+            v = found.get(k)
+            r, s = decode_strings(v) if v is not None else ("", "")
+            req.append(r)
+            src.append(s)
+        return req, src
+
+    def records(self, ids: Sequence[int] | np.ndarray) -> dict[int, np.void]:
+        """META records of items, present or evicted (evicted have `FLAG_EVICTED`)."""
+
+        keys = item_keys(np.asarray(ids, dtype=np.uint64))
+        out: dict[int, np.void] = {}
+        with self._reading(), self._env.begin() as txn:
+            for db in ("evicted_meta", "item_meta"):
+                for k, v in txn.cursor(db=self._dbs[db]).getmulti(keys):
+                    out[U64.unpack(k)[0]] = np.frombuffer(v, META_DTYPE)[0]
+        return out
+
+    def find_items(
+        self, table: int, *, request_id: str | None = None, episode_id: int | None = None,
+        model_version: int | None = None, limit: int = 10_000,
+    ) -> tuple[list[int], bool]:
+        """Item ids of table index `table` matching exactly one criterion, ascending by
+        index key (present and evicted), at most `limit`; returns ``(ids, truncated)``."""
+
+        if request_id is not None:
+            r = request_id.encode()
+            db, prefix = "by_request", U32.pack(table) + len(r).to_bytes(2, "big") + r
+        elif episode_id is not None:
+            db, prefix = "by_episode", U32.pack(table) + U64.pack(episode_id)
+        elif model_version is not None:
+            biased = U64.pack(model_version + MODEL_VERSION_BIAS)
+            db, prefix = "by_model_version", U32.pack(table) + biased
+        else:
+            raise ValueError("give one of request_id, episode_id, model_version")
+        ids: list[int] = []
+        with self._reading(), self._env.begin() as txn:
+            cur = txn.cursor(db=self._dbs[db])
+            if cur.set_range(prefix):
+                for key in cur.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    if len(ids) == limit:
+                        return sorted(ids), True
+                    ids.append(U64.unpack(key[-8:])[0])
+        return sorted(ids), False
+
+    @property
+    def map_size(self) -> int:
+        return int(self._env.info()["map_size"])
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write(
+        self,
+        records: Sequence[tuple[int, events_pb2.Event]],
+        slots_for: Callable[[int, TableConfig], SlotSource],
+    ) -> list[Applied]:
+        """Apply `records` (consecutive ``(lsn, event)`` from ``applied_lsn + 1``) in ONE write
+        transaction that also stores the new ``applied_lsn``.
+
+        `slots_for(index, config)` returns the slot source of a table; the slots it hands out
+        are undone if the transaction fails. On `lmdb.MapFullError` the transaction is aborted,
+        the map doubled and the whole write retried. Cost: O(items touched) LMDB operations,
+        batched with ``putmulti``/``getmulti``. Not thread-safe (one writer).
+
+        Raises:
+            FailedPreconditionError: the records do not continue at ``applied_lsn + 1``.
+            ResourceExhaustedError: the map cannot grow (the message names ``map_size``).
+        """
+
+        if not records:
+            return []
+        if records[0][0] != self.applied_lsn + 1 or any(
+            b[0] != a[0] + 1 for a, b in zip(records, records[1:])
+        ):
+            raise FailedPreconditionError(
+                f"view {self.path} has applied up to LSN {self.applied_lsn}; records starting "
+                f"at {records[0][0]} do not continue it (the view and log are out of step; "
+                f"reopen the engine to recover)"
+            )
+        while True:
+            touched: dict[int, SlotSource] = {}
+
+            def slots(idx: int, config: TableConfig) -> SlotSource:
+                src = touched.get(idx)
+                if src is None:
+                    src = touched[idx] = slots_for(idx, config)
+                    src.begin()
+                return src
+
+            try:
+                with self._env.begin(write=True) as txn:
+                    batch = Batch(txn, self._dbs, tables=self._tables, stats=self._stats,
+                                  next_item_id=self.next_item_id, next_table=self._next_table,
+                                  slots=slots)
+                    out = [batch.apply(lsn, ev) for lsn, ev in records]
+                    batch.finish(records[-1][0])
+            except lmdb.MapFullError:
+                for src in touched.values():
+                    src.rollback()
+                self._grow()
+                continue
+            except BaseException:
+                for src in touched.values():
+                    src.rollback()
+                raise
+            for src in touched.values():
+                src.commit()
+            self._tables = batch.tables
+            self._by_index = {rec.index: rec for rec in batch.tables.values()}
+            self._stats.update(batch.stats)
+            self.next_item_id, self._next_table = batch.next_item_id, batch.next_table
+            self.applied_lsn = records[-1][0]
+            return out
+
+    def _grow(self) -> None:
+        new = self.map_size * 2
+        _logger.warning("LMDB map of view %s is full; growing it to %d bytes", self.path, new)
+        try:
+            with self._rw.exclusive():
+                self._env.set_mapsize(new)
+        except lmdb.Error as exc:
+            raise ResourceExhaustedError(
+                f"cannot grow the LMDB map of view {self.path} to {new} bytes ({exc}); free "
+                f"disk or address space, or set EngineConfig.map_size to a larger value"
+            ) from exc
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the environment. Idempotent."""
+
+        with self._rw.exclusive():
+            if not self._closed:
+                self._closed = True
+                self._env.close()

@@ -1,0 +1,70 @@
+"""Shared helpers of the engine tests: a signature, batches, and a full state snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from replaybuf.engine import Engine
+
+SIG = {"obs": (np.float32, (3,)), "tag": np.int64, "reward": np.float32}
+
+
+def batch(tags: Any, *, reward: Any = None) -> dict[str, np.ndarray]:
+    """n items whose obs row and tag both hold the tag, so sampled data checks itself."""
+
+    tags = np.asarray(tags, dtype=np.int64)
+    return {
+        "obs": np.repeat(tags[:, None], 3, axis=1).astype(np.float32),
+        "tag": tags,
+        "reward": (tags * 0.5 if reward is None else np.asarray(reward)).astype(np.float32),
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return (str(value.dtype), value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    """Everything observable about the engine's state, as plain comparable values: per table
+    the live counters, every present item as the RAM sees it, and every item's view record
+    (present and evicted), plus the LSNs."""
+
+    out: dict[str, Any] = {"applied_lsn": engine.applied_lsn}
+    all_ids = np.arange(1, engine.view.next_item_id, dtype=np.uint64)
+    records = engine.view.records(all_ids)
+    for info in engine.list_tables():
+        t = engine.table(info.name)
+        ids = t.snapshot_ids().tolist()
+        rl = info.rate_limiter
+        out[info.name] = {
+            "config": info.config,
+            "size": info.size,
+            "total_priority": info.total_priority,
+            "max_priority": info.max_priority,
+            "limiter": (rl.inserts, rl.samples, rl.deletes),
+            "items": {i: _plain(t.item(i)) for i in ids},
+            "records": {
+                i: r.tolist() for i, r in sorted(records.items()) if int(r["table"]) == t.index
+            },
+            "strings": engine.view.read_strings(ids),
+        }
+    return out
+
+
+def sample_summary(engine: Engine, table: str, seed: int, batch_size: int = 8) -> Any:
+    """A seeded draw (fifo/lifo samplers return distinct items, so at most the table size)."""
+
+    s = engine.sample(table, min(batch_size, engine.describe_table(table).size), seed=seed,
+                      beta=0.5)
+    return (
+        s.info.item_ids.tolist(), s.info.weights.tolist(), s.info.probabilities.tolist(),
+        s.info.priorities.tolist(), {k: v.tolist() for k, v in s.data.items()},
+    )
