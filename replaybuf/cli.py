@@ -138,7 +138,18 @@ def register_log_commands(commands: argparse._SubParsersAction) -> None:
     dump.set_defaults(func=_cmd_log_dump)
 
 
-_COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [register_log_commands]
+def register_serve_command(commands: argparse._SubParsersAction) -> None:
+    """``replaybuf serve``: the gRPC service. Imported lazily: the engine never imports grpc."""
+
+    from replaybuf_server.cli import add_serve_parser
+
+    add_serve_parser(commands)
+
+
+_COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
+    register_log_commands,
+    register_serve_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,528 @@
+"""`ReplayServicer`: the ``replaybuf.v1.ReplayService`` RPCs, as thin calls into the engine.
+
+Each method decodes the request, calls `replaybuf.engine.Engine`, and encodes the reply.
+Validation lives in the engine (which checks everything before logging); the servicer only
+checks the wire-level knobs that the engine does not see (``prefetch``, ``num_batches``, ...).
+Errors become statuses in `replaybuf_server.status`, nowhere else.
+
+Blocking: an engine call that waits for the rate limiter is made in short slices so that a
+client cancel or a server shutdown ends it within `WAIT_SLICE` seconds; a slice that times out
+has changed nothing, so retrying it is safe.
+
+Shutdown (`begin_shutdown`, then `drain`): new RPCs get UNAVAILABLE, open streams end with
+UNAVAILABLE after the message in progress (an Append stream acks the batch being written),
+and `drain` waits for every engine call still running so the engine can be closed after.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import message_factory
+
+from replaybuf.engine import Engine, EngineConfig
+from replaybuf.errors import (
+    UnimplementedError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    MessageTooLargeError,
+    RateLimitTimeoutError,
+    UnavailableError,
+)
+from replaybuf.events import decode_event, event_table
+from replaybuf.file_log import FileLogConfig
+from replaybuf.table_config import TableConfig
+from replaybuf.tensors import from_batch
+from replaybuf.v1 import events_pb2, service_pb2, service_pb2_grpc
+
+from .codec import encode_log_event, encode_sample, passthrough_serializer
+from .metrics import EngineSnapshot, ServerMetrics, TableSnapshot
+from .status import streaming, unary
+from .streams import END, WAIT_SLICE, Cancelled, Failure, ReadAhead, follow
+
+__all__ = [
+    "ReplayServicer",
+    "add_servicer_to_server",
+    "open_engine",
+    "engine_snapshot",
+    "WAIT_SLICE",
+    "MAX_PREFETCH",
+]
+
+_logger = logging.getLogger("replaybuf_server")
+
+#: Most batches a Sample stream may keep in flight.
+MAX_PREFETCH = 64
+_DEFAULT_PREFETCH = 2
+_U64 = 2**64
+
+T = TypeVar("T")
+
+
+def open_engine(config: Any, on_fatal: Callable[[BaseException], None] | None = None) -> Engine:
+    """Open the engine on ``config.data_dir`` with ``config.fsync`` (a `ServerConfig`).
+
+    Args:
+        on_fatal: called once when a log write or fsync fails (`FileLogConfig.on_fatal`);
+            the engine refuses every call afterwards, and the process should exit.
+    """
+
+    log = FileLogConfig(fsync=config.fsync, on_fatal=on_fatal)
+    return Engine(config.data_dir, EngineConfig(log=log))
+
+
+def engine_snapshot(engine: Engine) -> EngineSnapshot:
+    """What the metrics read from the engine at a scrape."""
+
+    tables = tuple(
+        TableSnapshot(
+            name=info.name,
+            size=info.size,
+            capacity=info.capacity,
+            total_priority=info.total_priority,
+            max_priority=info.max_priority,
+        )
+        for info in engine.list_tables()
+    )
+    return EngineSnapshot(
+        tables=tables,
+        applied_lsn=engine.applied_lsn,
+        durable_lsn=engine.durable_lsn,
+        last_lsn=engine.log.last_lsn,
+    )
+
+
+class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
+    """Serves the RPCs of ``proto/replaybuf/v1/service.proto`` on one engine. Thread-safe.
+
+    Args:
+        engine: the open engine (the caller closes it).
+        metrics: where to count calls, items and latencies (a private one by default).
+        max_message_bytes: the largest reply; a sample batch that would encode larger fails
+            with RESOURCE_EXHAUSTED naming the setting.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        metrics: ServerMetrics | None = None,
+        max_message_bytes: int = 64 * 2**20,
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics if metrics is not None else ServerMetrics()
+        self._max_message_bytes = max_message_bytes
+        self._shutdown = threading.Event()
+        self._calls = 0
+        self._calls_cond = threading.Condition()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _observe(self, method: str, code: str, seconds: float | None) -> None:
+        self._metrics.observe(method, code, seconds)
+
+    @contextmanager
+    def _engine_call(self) -> Iterator[Engine]:
+        """Count a call into the engine; refuse it once shutdown began."""
+
+        with self._calls_cond:
+            if self._shutdown.is_set():
+                raise UnavailableError(
+                    "the server is shutting down; retry on another server or after it restarts"
+                )
+            self._calls += 1
+        try:
+            yield self._engine
+        finally:
+            with self._calls_cond:
+                self._calls -= 1
+                self._calls_cond.notify_all()
+
+    def _call(self, fn: Callable[[Engine], T]) -> T:
+        with self._engine_call() as engine:
+            return fn(engine)
+
+    def _blocking(
+        self,
+        fn: Callable[[Engine, float], T],
+        *,
+        timeout: float | None,
+        cancelled: Callable[[], bool],
+        what: str,
+    ) -> T:
+        """Call ``fn(engine, slice_timeout)`` until it does not time out on the rate limiter.
+
+        Raises:
+            RateLimitTimeoutError: still blocked after ``timeout`` seconds (None: forever).
+            UnavailableError: the server began shutting down while waiting.
+            Cancelled: the client went away.
+        """
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if cancelled():
+                raise Cancelled()
+            left = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+            try:
+                with self._engine_call() as engine:
+                    return fn(engine, max(left, 0.0))
+            except RateLimitTimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise RateLimitTimeoutError(
+                        f"{what}: the table's rate limiter blocked for {timeout:g} s "
+                        f"(timeout_ms={round(timeout * 1000)}); insert more items, sample less "
+                        f"often, or raise timeout_ms (0 waits forever)"
+                    ) from None
+
+    def begin_shutdown(self) -> None:
+        """Refuse new engine calls and tell open streams to end (idempotent)."""
+
+        self._shutdown.set()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no engine call is running; False on timeout."""
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._calls_cond:
+            while self._calls:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._calls_cond.wait(left)
+        return True
+
+    def _shutting_down_error(self, what: str) -> UnavailableError:
+        return UnavailableError(
+            f"{what}: the server is shutting down; reconnect and resume (after restart or "
+            "on another server)"
+        )
+
+    # -- tables -------------------------------------------------------------------------------
+
+    @unary("CreateTable")
+    def CreateTable(
+        self, request: service_pb2.CreateTableRequest, context: grpc.ServicerContext
+    ) -> Any:
+        if not request.HasField("config"):
+            raise InvalidArgumentError("config is missing; send the TableConfig to create")
+        config = TableConfig.from_proto(request.config)
+        info = self._call(lambda e: e.create_table(config, exist_ok=request.exist_ok))
+        return service_pb2.CreateTableResponse(table=info.to_proto(), lsn=info.created_lsn)
+
+    @unary("ListTables")
+    def ListTables(
+        self, request: service_pb2.ListTablesRequest, context: grpc.ServicerContext
+    ) -> Any:
+        infos = self._call(lambda e: e.list_tables())
+        return service_pb2.ListTablesResponse(tables=[i.to_proto() for i in infos])
+
+    @unary("DescribeTable")
+    def DescribeTable(
+        self, request: service_pb2.DescribeTableRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return self._call(lambda e: e.describe_table(request.table)).to_proto()
+
+    # -- append -------------------------------------------------------------------------------
+
+    @streaming("Append")
+    def Append(
+        self, request_iterator: Iterator[service_pb2.AppendRequest], context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        """One engine append and one ack per request, in order; the first bad batch ends the
+        stream with its status. Waits for the rate limiter as long as the client stays."""
+
+        requests = ReadAhead(request_iterator, self._shutdown)
+        self._metrics.active_streams.labels("Append").inc()
+        try:
+            for request in requests:
+                started = time.perf_counter()
+                ack = self._append_one(request, context)
+                self._metrics.latency.labels("Append").observe(time.perf_counter() - started)
+                if ack.duplicate:
+                    self._metrics.duplicate_appends.labels(request.table).inc()
+                else:
+                    self._metrics.appends.labels(request.table).inc()
+                    self._metrics.items_appended.labels(request.table).inc(len(ack.item_ids))
+                yield ack.to_proto(request.producer_seq)
+            if requests.stopped:
+                raise self._shutting_down_error("Append")
+        except Cancelled:
+            return
+        finally:
+            requests.close()
+            self._metrics.active_streams.labels("Append").dec()
+
+    def _append_one(self, request: service_pb2.AppendRequest, context: grpc.ServicerContext) -> Any:
+        data = from_batch(request.data)
+        priorities = None
+        if request.priorities:
+            priorities = np.asarray(request.priorities, dtype=np.float64)
+        lineage = request.lineage if request.HasField("lineage") else None
+        producer_id = bytes(request.producer_id) or None
+        producer_seq = request.producer_seq if producer_id is not None else None
+        if producer_id is None and request.producer_seq:
+            raise InvalidArgumentError(
+                f"producer_seq={request.producer_seq} without producer_id; send the 16-byte "
+                "producer_id with it (or neither, to opt out of deduplication)"
+            )
+        return self._blocking(
+            lambda e, wait: e.append(
+                request.table, data, priorities=priorities, lineage=lineage,
+                producer_id=producer_id, producer_seq=producer_seq, timeout=wait,
+            ),
+            timeout=None,
+            cancelled=lambda: not context.is_active(),
+            what=f"Append to table {request.table!r}",
+        )
+
+    # -- sample -------------------------------------------------------------------------------
+
+    @streaming("Sample")
+    def Sample(
+        self, request: service_pb2.SampleRequest, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        """A producer thread draws batches ``seed + k`` and encodes them while the stream
+        sends earlier ones. ``prefetch`` bounds the batches drawn but not yet taken by gRPC;
+        HTTP/2 flow control may hold a few more in the transport (many, if batches are tiny).
+        A client cancel or a shutdown stops the producer within `WAIT_SLICE` seconds."""
+
+        prefetch = request.prefetch or _DEFAULT_PREFETCH
+        if prefetch > MAX_PREFETCH:
+            raise InvalidArgumentError(
+                f"prefetch={request.prefetch} is too large; keep at most {MAX_PREFETCH} batches "
+                "in flight (default 2)"
+            )
+        timeout = request.timeout_ms / 1000 if request.timeout_ms else None
+        stop = threading.Event()
+        context.add_callback(stop.set)
+        slots = threading.Semaphore(prefetch)
+        out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        producer = threading.Thread(
+            target=self._produce_samples,
+            args=(request, timeout, stop, slots, out),
+            name=f"replaybuf-sample:{request.table}",
+            daemon=True,
+        )
+        self._metrics.active_streams.labels("Sample").inc()
+        producer.start()
+        try:
+            while True:
+                item = out.get()
+                if item is END:
+                    return
+                if isinstance(item, Failure):
+                    if isinstance(item.exc, Cancelled):
+                        return
+                    raise item.exc
+                yield item
+                slots.release()
+                self._metrics.sample_batches.labels(request.table).inc()
+                self._metrics.items_sampled.labels(request.table).inc(request.batch_size)
+        finally:
+            stop.set()
+            slots.release()  # wake a producer waiting for a slot
+            self._metrics.active_streams.labels("Sample").dec()
+
+    def _produce_samples(
+        self,
+        request: service_pb2.SampleRequest,
+        timeout: float | None,
+        stop: threading.Event,
+        slots: threading.Semaphore,
+        out: queue.SimpleQueue[Any],
+    ) -> None:
+        """Draw batches ahead of the response stream, at most ``prefetch`` in flight."""
+
+        try:
+            seed = request.seed if request.HasField("seed") else None
+            fields = list(request.fields) or None
+            k = 0
+            what = f"Sample from table {request.table!r}"
+            while not request.num_batches or k < request.num_batches:
+                while not slots.acquire(timeout=WAIT_SLICE):
+                    if stop.is_set() or self._shutdown.is_set():
+                        break
+                if stop.is_set():
+                    out.put(END)
+                    return
+                if self._shutdown.is_set():
+                    raise self._shutting_down_error(what)
+                batch_seed = None if seed is None else (seed + k) % _U64
+                started = time.perf_counter()
+                try:
+                    sample = self._blocking(
+                        lambda e, wait: e.sample(
+                            request.table, request.batch_size, beta=request.beta,
+                            seed=batch_seed, timeout=wait, fields=fields,
+                        ),
+                        timeout=timeout,
+                        cancelled=stop.is_set,
+                        what=what,
+                    )
+                except UnavailableError:
+                    raise self._shutting_down_error(what) from None
+                if seed is None:
+                    seed = sample.info.seed
+                payload = encode_sample(sample.data, sample.info)
+                if len(payload) > self._max_message_bytes:
+                    raise MessageTooLargeError(
+                        f"{what}: a batch of {request.batch_size} encodes to {len(payload)} "
+                        f"bytes, more than max_message_bytes={self._max_message_bytes}; lower "
+                        "batch_size, request fewer fields, or raise the server's "
+                        "--max-message-bytes (and the client's max_receive_message_length)"
+                    )
+                self._metrics.latency.labels("Sample").observe(time.perf_counter() - started)
+                out.put(payload)
+                k += 1
+            out.put(END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the stream, which maps it
+            out.put(Failure(exc))
+
+    # -- changes to items ---------------------------------------------------------------------
+
+    @unary("UpdatePriorities")
+    def UpdatePriorities(
+        self, request: service_pb2.UpdatePrioritiesRequest, context: grpc.ServicerContext
+    ) -> Any:
+        ids = np.asarray(request.item_ids, dtype=np.uint64)
+        priorities = np.asarray(request.priorities, dtype=np.float64)
+        result = self._call(
+            lambda e: e.update_priorities(request.table, ids, priorities, source=request.source)
+        )
+        return service_pb2.UpdatePrioritiesResponse(
+            lsn=result.lsn, missing_ids=result.missing_ids.tolist()
+        )
+
+    @unary("CorrectRewards")
+    def CorrectRewards(
+        self, request: service_pb2.CorrectRewardsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        ids = np.asarray(request.item_ids, dtype=np.uint64)
+        rewards = np.asarray(request.rewards, dtype=np.float64)
+        result = self._call(
+            lambda e: e.correct_rewards(
+                request.table, ids, rewards,
+                source=request.source or events_pb2.FEEDBACK_SOURCE_HUMAN,
+                fidelity_weight=(
+                    request.fidelity_weight if request.HasField("fidelity_weight") else 1.0
+                ),
+                reason=request.reason,
+                author=request.author,
+            )
+        )
+        return service_pb2.CorrectRewardsResponse(
+            lsn=result.lsn, missing_ids=result.missing_ids.tolist()
+        )
+
+    @unary("Evict")
+    def Evict(self, request: service_pb2.EvictRequest, context: grpc.ServicerContext) -> Any:
+        ids = np.asarray(request.item_ids, dtype=np.uint64)
+        reason = request.reason or events_pb2.EVICTION_REASON_MANUAL
+        result = self._call(
+            lambda e: e.evict(
+                request.table, ids, reason=reason, job_id=request.job_id, detail=request.detail
+            )
+        )
+        return service_pb2.EvictResponse(
+            lsn=result.lsn, evicted=result.evicted, missing_ids=result.missing_ids.tolist()
+        )
+
+    # -- the log ------------------------------------------------------------------------------
+
+    @streaming("Subscribe")
+    def Subscribe(
+        self, request: service_pb2.SubscribeRequest, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        from_lsn = request.from_lsn or 1  # 0 (unset) reads from the start
+        tables = frozenset(request.tables)
+        stop = threading.Event()
+        context.add_callback(stop.set)
+        self._metrics.active_streams.labels("Subscribe").inc()
+        try:
+            # Counted as one engine call: the engine (and its log) stays open until this ends.
+            with self._engine_call() as engine:
+                log = engine.log
+                end = log.last_lsn
+                if from_lsn > end + 1:
+                    raise FailedPreconditionError(
+                        f"from_lsn={from_lsn} is beyond the end of the log (last LSN {end}); "
+                        f"resume from at most {end + 1}"
+                    )
+                if request.follow:
+                    # Under always/group only fsynced events are sent (an unsynced one could
+                    # still be lost); under interval/none acks are not durable either.
+                    durable_only = engine.config.log.fsync in ("always", "group")
+                    records = follow(log, from_lsn, stop, self._shutdown, durable_only)
+                else:
+                    records = log.read(from_lsn, engine.applied_lsn)
+                last = from_lsn - 1
+                for rec in records:
+                    if stop.is_set():
+                        return
+                    if self._shutdown.is_set():
+                        break
+                    event = decode_event(rec.payload, lsn=rec.lsn)  # refuses damaged/too-new
+                    if not tables or event_table(event) in tables:
+                        yield encode_log_event(rec.lsn, rec.payload)
+                    last = rec.lsn
+                if self._shutdown.is_set() and not stop.is_set():
+                    raise UnavailableError(
+                        f"Subscribe: the server is shutting down; resubscribe with "
+                        f"from_lsn={last + 1} to miss nothing"
+                    )
+        finally:
+            self._metrics.active_streams.labels("Subscribe").dec()
+
+    @unary("GetLineage")
+    def GetLineage(
+        self, request: service_pb2.GetLineageRequest, context: grpc.ServicerContext
+    ) -> Any:
+        raise UnimplementedError(
+            "GetLineage is not implemented by this server's engine yet (issue 6); use "
+            "Subscribe and filter the events of the item meanwhile"
+        )
+
+    @unary("FindItems")
+    def FindItems(
+        self, request: service_pb2.FindItemsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        raise UnimplementedError(
+            "FindItems is not implemented by this server's engine yet (issue 6)"
+        )
+
+
+def add_servicer_to_server(servicer: ReplayServicer, server: grpc.Server) -> None:
+    """Register the servicer like the generated ``add_ReplayServiceServicer_to_server``, except
+    that Sample and Subscribe send pre-encoded ``bytes`` as they are (see `codec`)."""
+
+    service = service_pb2.DESCRIPTOR.services_by_name["ReplayService"]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        kwargs = dict(
+            request_deserializer=request_cls.FromString,
+            response_serializer=passthrough_serializer(response_cls.SerializeToString),
+        )
+        behaviour = getattr(servicer, method.name)
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(behaviour, **kwargs)
+        elif method.client_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(behaviour, **kwargs)
+        elif method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(behaviour, **kwargs)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(behaviour, **kwargs)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
+
