@@ -1,0 +1,592 @@
+"""`Writer`: buffered, pipelined appends over one Append stream, with duplicate-free retries."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from replaybuf.errors import (
+    ClosedError,
+    InvalidArgumentError,
+    RateLimitTimeoutError,
+    ReplayError,
+    SignatureMismatchError,
+    UnavailableError,
+)
+from replaybuf.tensors import FieldSpec, check_batch, to_batch
+from replaybuf.v1 import service_pb2
+
+from ._convert import coerce_columns, decode_ack, values_array
+from ._types import AppendResult, Lineage, WriterStats
+
+if TYPE_CHECKING:
+    from .client import ReplayClient
+
+__all__ = ["Writer", "MAX_IN_FLIGHT"]
+
+#: Upper bound of ``max_in_flight``: well inside the server's dedup window (128 sequences per
+#: producer), so every retried batch is still recognized.
+MAX_IN_FLIGHT = 64
+
+_USE_WRITER_TIMEOUT: Any = object()
+
+
+@dataclass(eq=False)
+class _Pending:
+    seq: int
+    request: service_pb2.AppendRequest
+    n: int
+
+
+@dataclass(eq=False)
+class _Stream:
+    requests: queue.SimpleQueue[service_pb2.AppendRequest | None]
+    call: Any = None
+    ending: bool = False
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+def _request_iterator(q: queue.SimpleQueue[Any]) -> Iterator[service_pb2.AppendRequest]:
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        yield item
+
+
+def _cast_value(value: Any, spec: FieldSpec, table: str) -> np.ndarray:
+    """One transition's field as an array of the spec's dtype and shape."""
+
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        # Python scalars: any number into a float field; integers and bools only when exact.
+        try:
+            arr = np.asarray(value, dtype=spec.dtype)
+        except (OverflowError, ValueError):
+            arr = None
+        if arr is None or (spec.dtype.kind != "f" and arr.item() != value):
+            raise SignatureMismatchError(
+                f"field {spec.name!r} of table {table!r}: {value!r} does not fit dtype {spec.dtype}"
+            )
+    else:
+        arr = np.asarray(value)
+        if arr.dtype != spec.dtype:
+            if not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
+                raise SignatureMismatchError(
+                    f"field {spec.name!r} of table {table!r} has dtype {arr.dtype}, expected "
+                    f"{spec.dtype}; convert with .astype(np.{spec.dtype.name})"
+                )
+            arr = arr.astype(spec.dtype)
+    if arr.shape != spec.shape:
+        raise SignatureMismatchError(
+            f"field {spec.name!r} of table {table!r} has shape {arr.shape} per transition, "
+            f"expected {spec.shape} (use extend() for batches)"
+        )
+    return arr
+
+
+class Writer:
+    """Buffers transitions and appends them in batches over one long-lived Append stream.
+
+    `add` buffers one transition; every ``max_batch`` transitions (or after ``flush_interval``
+    seconds, or on `flush`) the buffer becomes one batch. Batches are **pipelined**: the writer
+    sends the next batch without waiting for the previous ack, keeping at most
+    ``max_in_flight`` unacknowledged; past that, `add`/`extend` block until an ack frees a
+    slot (backpressure from the server and its rate limiter). A background thread reads acks.
+
+    Retries: each batch carries this writer's producer id and a sequence number. If the stream
+    fails with UNAVAILABLE, the writer reconnects with exponential backoff and resends every
+    unacknowledged batch with the **same** id and sequence, in order; the server answers a
+    batch it already has with the original ids (``duplicate=True``), so nothing is appended
+    twice and nothing acknowledged is lost. Any other error (or running out of attempts) fails
+    the writer: the error is raised from the next call (and from `close`), naming how many
+    batches were not acknowledged.
+
+    Blocking: `add` and `extend` return at once unless ``max_in_flight`` batches are
+    unacknowledged; `flush` and `close` wait for every ack. ``timeout`` bounds each of those
+    waits (None = no bound). Thread-safety: all methods may be called from any thread (an
+    internal lock serializes them; batches go out in the order they were formed). Not
+    fork-safe: a writer belongs to the process that created its client.
+
+    Example:
+        >>> with client.writer("replay", max_batch=128) as writer:  # doctest: +SKIP
+        ...     obs = env.reset()
+        ...     for step in range(1000):
+        ...         action = policy(obs)
+        ...         next_obs, reward, done = env.step(action)
+        ...         writer.add(obs=obs, action=action, reward=reward, next_obs=next_obs,
+        ...                    done=done, lineage={"episode_id": 0, "step": step})
+        ...         obs = next_obs
+
+    Args:
+        client: the owning client.
+        table: table name.
+        max_batch: transitions per batch (also splits `extend` input).
+        flush_interval: send a partial batch once its oldest transition is this many seconds
+            old (None: only when full or on flush).
+        max_in_flight: most unacknowledged batches (1..64).
+        timeout: bound in seconds of each blocking wait (None: unbounded). A wait for an
+            in-flight slot that times out fails the writer with `RateLimitTimeoutError`.
+        on_ack: called with each batch's `AppendResult`, from the ack thread, in order. An
+            exception it raises fails the writer.
+    """
+
+    def __init__(
+        self,
+        client: ReplayClient,
+        table: str,
+        *,
+        max_batch: int = 256,
+        flush_interval: float | None = None,
+        max_in_flight: int = 4,
+        timeout: float | None = None,
+        on_ack: Callable[[AppendResult], object] | None = None,
+    ) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise InvalidArgumentError(f"max_batch={max_batch!r} must be an int >= 1")
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or not 1 <= max_in_flight <= MAX_IN_FLIGHT
+        ):
+            raise InvalidArgumentError(
+                f"max_in_flight={max_in_flight!r} must be an int in [1, {MAX_IN_FLIGHT}]"
+            )
+        if flush_interval is not None and not (
+            isinstance(flush_interval, (int, float)) and flush_interval > 0
+        ):
+            raise InvalidArgumentError(f"flush_interval={flush_interval!r} must be seconds > 0 or None")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise InvalidArgumentError(f"timeout={timeout!r} must be seconds > 0 or None")
+        client._check_open()
+        self._client = client
+        self._table = table
+        self._sig = client._signature(table)
+        self._specs = list(self._sig.values())
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._flush_interval = flush_interval
+        self._timeout = timeout
+        self._ack_callback = on_ack
+        self._producer_id = uuid.uuid4().bytes
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        # buffered transitions, all with the same lineage keys and priority presence
+        self._rows: list[dict[str, np.ndarray]] = []
+        self._row_lineage: list[Lineage | None] = []
+        self._row_priority: list[float] = []
+        self._row_kind: tuple[tuple[str, ...], bool] | None = None
+        self._first_row_at = 0.0
+        # sent, unacknowledged batches in sequence order
+        self._inflight: deque[_Pending] = deque()
+        self._tickets = 0  # batches formed
+        self._turn = 0  # batches sent; a batch waits for its turn so order is kept
+        self._stream: _Stream | None = None
+        self._reconnecting = False
+        self._failures = 0
+        self._error: BaseException | None = None
+        self._error_raised = False
+        self._closed = False
+        self._abort = threading.Event()
+        self._batches_sent = 0
+        self._items_acked = 0
+        self._duplicates = 0
+        self._reconnects = 0
+        self._last_lsn = 0
+        client._register(self)
+        self._ticker: threading.Thread | None = None
+        if flush_interval is not None:
+            self._ticker = threading.Thread(target=self._tick, name="replaybuf-writer-flush", daemon=True)
+            self._ticker.start()
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def table(self) -> str:
+        return self._table
+
+    @property
+    def producer_id(self) -> bytes:
+        """The 16-byte producer id this writer's batches carry."""
+
+        return self._producer_id
+
+    @property
+    def stats(self) -> WriterStats:
+        """Counters since the writer opened (a consistent snapshot)."""
+
+        with self._lock:
+            return WriterStats(
+                batches_sent=self._batches_sent,
+                items_acked=self._items_acked,
+                duplicates=self._duplicates,
+                reconnects=self._reconnects,
+                last_lsn=self._last_lsn,
+            )
+
+    @property
+    def pending(self) -> int:
+        """Transitions buffered or sent but not yet acknowledged."""
+
+        with self._lock:
+            return len(self._rows) + sum(p.n for p in self._inflight)
+
+    def add(
+        self,
+        transition: Mapping[str, Any] | None = None,
+        /,
+        *,
+        lineage: Lineage | Mapping[str, Any] | None = None,
+        priority: float | None = None,
+        **fields: Any,
+    ) -> None:
+        """Buffer one transition: ``add(obs=..., reward=...)`` or ``add({"obs": ..., ...})``.
+
+        Values are converted to the signature's dtypes (Python scalars when the value fits
+        exactly, arrays under numpy's ``same_kind`` rule) and checked against its shapes here,
+        so a bad transition raises `SignatureMismatchError` from this call. ``lineage`` holds one
+        value per column for this transition. Transitions with different lineage columns, or
+        with and without ``priority``, go into different batches.
+
+        Blocks only when a batch is formed and ``max_in_flight`` batches are unacknowledged.
+        """
+
+        row: dict[str, Any] = {}
+        if transition is not None:
+            if not isinstance(transition, Mapping):
+                raise InvalidArgumentError(
+                    f"add() takes a dict or keyword fields, not {type(transition).__name__}"
+                )
+            row.update(transition)
+        row.update(fields)
+        if set(row) != set(self._sig):
+            missing = sorted(set(self._sig) - set(row))
+            extra = sorted(set(row) - set(self._sig))
+            parts = ([f"missing field(s) {missing}"] if missing else []) + (
+                [f"unknown field(s) {extra}"] if extra else []
+            )
+            raise SignatureMismatchError(
+                f"transition for table {self._table!r} has {' and '.join(parts)}; the signature "
+                f"is {sorted(self._sig)}"
+            )
+        converted = {name: _cast_value(row[name], spec, self._table) for name, spec in self._sig.items()}
+        lin = Lineage.coerce(lineage)
+        if priority is not None:
+            priority = float(priority)
+        kind = (lin.keys() if lin is not None else (), priority is not None)
+        with self._lock:
+            self._check_usable()
+            if self._rows and kind != self._row_kind:
+                self._seal_locked()
+            if not self._rows:
+                self._row_kind = kind
+                self._first_row_at = time.monotonic()
+            self._rows.append(converted)
+            self._row_lineage.append(lin)
+            if priority is not None:
+                self._row_priority.append(priority)
+            if len(self._rows) >= self._max_batch:
+                self._seal_locked()
+
+    def extend(
+        self,
+        columns: Mapping[str, Any],
+        *,
+        priorities: Any = None,
+        lineage: Lineage | Mapping[str, Any] | None = None,
+    ) -> None:
+        """Send n transitions given as columns (leading dimension n), in batches of ``max_batch``.
+
+        Buffered `add` transitions are sent first, so order is kept. Blocks like `add`.
+        ``priorities`` has n values; each ``lineage`` column one value or n.
+        """
+
+        cols = coerce_columns(columns, self._sig, table=self._table)
+        n = check_batch(cols, self._specs, table=self._table)
+        prio = None if priorities is None else values_array(priorities, n, "priorities")
+        lin = Lineage.coerce(lineage)
+        if lin is not None:
+            lin.to_proto(n)  # validates column lengths before anything is sent
+        with self._lock:
+            self._check_usable()
+            self._seal_locked()
+            for start in range(0, n, self._max_batch):
+                stop = min(n, start + self._max_batch)
+                whole = start == 0 and stop == n
+                part = cols if whole else {k: v[start:stop] for k, v in cols.items()}
+                request = service_pb2.AppendRequest(table=self._table, data=to_batch(part))
+                if prio is not None:
+                    request.priorities.extend(prio[start:stop].tolist())
+                if lin is not None:
+                    request.lineage.CopyFrom((lin if whole else lin.slice(start, stop)).to_proto(stop - start))
+                self._send_locked(request, stop - start)
+
+    def flush(self, timeout: Any = _USE_WRITER_TIMEOUT) -> None:
+        """Send buffered transitions and wait until every batch is acknowledged.
+
+        Args:
+            timeout: seconds to wait (default: the writer's ``timeout``; None = no bound).
+
+        Raises:
+            RateLimitTimeoutError: acks did not arrive in time (the writer stays usable).
+            ReplayError: the writer failed (the stream's error, e.g. `SignatureMismatchError`
+                or `UnavailableError` after the last retry).
+        """
+
+        t = self._timeout if timeout is _USE_WRITER_TIMEOUT else timeout
+        with self._lock:
+            self._check_usable()
+            self._seal_locked()
+            self._wait_locked(lambda: not self._inflight, t, "flush")
+
+    def close(self) -> None:
+        """Flush, then end the stream. Idempotent.
+
+        Blocks until every batch is acknowledged (bounded by ``timeout``). Raises the writer's
+        error if it failed and the error was not raised before.
+        """
+
+        with self._lock:
+            if self._closed:
+                return
+        try:
+            if self._error is None:
+                self.flush()
+        finally:
+            with self._lock:
+                self._closed = True
+                stream, self._stream = self._stream, None
+                if stream is not None:
+                    stream.ending = True
+                    stream.requests.put(None)  # half-close: the server acks the rest and ends
+            self._abort.set()
+            if stream is not None and stream.thread is not None:
+                stream.thread.join(timeout=5)
+                if stream.thread.is_alive():
+                    stream.call.cancel()
+            if self._ticker is not None and self._ticker is not threading.current_thread():
+                self._ticker.join(timeout=5)
+            self._client._unregister(self)
+        with self._lock:
+            if self._error is not None and not self._error_raised:
+                self._error_raised = True
+                raise self._error
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The body failed: still send what it added, but let its exception propagate.
+        try:
+            self.close()
+        except Exception as close_exc:  # noqa: BLE001
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"closing the replaybuf Writer also failed: {close_exc!r}")
+
+    def __repr__(self) -> str:
+        return f"Writer({self._table!r}, producer={self._producer_id.hex()}, seq={self._seq})"
+
+    # -- internals (called with self._lock held unless said otherwise) -----------------------
+
+    def _check_usable(self) -> None:
+        self._client._check_open()
+        if self._closed:
+            raise ClosedError(f"the writer for table {self._table!r} is closed; open a new one")
+        if self._error is not None:
+            self._error_raised = True
+            raise self._error
+
+    def _wait_locked(self, ready: Callable[[], bool], timeout: float | None, what: str) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not ready():
+            if self._error is not None:
+                self._error_raised = True
+                raise self._error
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise RateLimitTimeoutError(
+                    f"writer {what} for table {self._table!r} waited {timeout:g} s for the server "
+                    f"to acknowledge {len(self._inflight)} batch(es); the table's rate limiter "
+                    "may be holding inserts back (is a learner sampling?). Pass a larger timeout= "
+                    "or None"
+                )
+            self._cond.wait(remaining)
+        if self._error is not None:
+            self._error_raised = True
+            raise self._error
+
+    def _seal_locked(self) -> None:
+        if not self._rows:
+            return
+        rows, lineages, priorities = self._rows, self._row_lineage, self._row_priority
+        self._rows, self._row_lineage, self._row_priority, self._row_kind = [], [], [], None
+        n = len(rows)
+        cols = {name: np.stack([row[name] for row in rows]) for name in self._sig}
+        request = service_pb2.AppendRequest(table=self._table, data=to_batch(cols))
+        if priorities:
+            request.priorities.extend(priorities)
+        lin = Lineage.concat(lineages, [1] * n)
+        if lin is not None:
+            request.lineage.CopyFrom(lin.to_proto(n))
+        self._send_locked(request, n)
+
+    def _send_locked(self, request: service_pb2.AppendRequest, n: int) -> None:
+        self._client._check_size(request, f"a writer batch of {n} items for {self._table!r} (dropped, not sent; lower max_batch)")
+        ticket = self._tickets
+        self._tickets += 1
+        try:
+            self._wait_locked(
+                lambda: self._turn == ticket and len(self._inflight) < self._max_in_flight,
+                self._timeout,
+                "send",
+            )
+        except RateLimitTimeoutError as exc:
+            # Later batches wait for this one's turn: a timed-out send cannot be skipped.
+            self._fail_locked(exc)
+            self._error_raised = True
+            raise self._error from None
+        self._seq += 1
+        request.producer_id = self._producer_id
+        request.producer_seq = self._seq
+        self._inflight.append(_Pending(self._seq, request, n))
+        self._turn += 1
+        self._batches_sent += 1
+        self._cond.notify_all()
+        if self._stream is not None:
+            self._stream.requests.put(request)
+        elif not self._reconnecting:
+            self._open_stream_locked()
+
+    def _open_stream_locked(self) -> None:
+        requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for pending in self._inflight:  # a reconnect resends every unacknowledged batch, in order
+            requests.put(pending.request)
+        stream = _Stream(requests)
+        stream.call = self._client._stub.Append(
+            _request_iterator(requests), metadata=self._client._metadata
+        )
+        stream.thread = threading.Thread(
+            target=self._read_acks, args=(stream,), name="replaybuf-writer-acks", daemon=True
+        )
+        self._stream = stream
+        stream.thread.start()
+
+    def _fail_locked(self, error: BaseException) -> None:
+        if self._error is None:
+            batches = len(self._inflight)
+            items = sum(p.n for p in self._inflight) + len(self._rows)
+            if isinstance(error, ReplayError) and (batches or items):
+                annotated = type(error)(
+                    f"{error} [writer for table {self._table!r}: {batches} sent batch(es) and "
+                    f"{len(self._rows)} buffered transition(s), {items} item(s) in all, were not "
+                    "acknowledged and will not be retried]"
+                )
+                annotated.__cause__ = error
+                error = annotated
+            self._error = error
+        self._inflight.clear()
+        self._rows, self._row_lineage, self._row_priority, self._row_kind = [], [], [], None
+        self._abort.set()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.requests.put(None)
+            if stream.call is not None:
+                stream.call.cancel()
+        self._cond.notify_all()
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def _read_acks(self, stream: _Stream) -> None:
+        """Ack reader of one stream (its own thread); hands failures to _on_stream_failure."""
+
+        error: BaseException | None = None
+        try:
+            for ack in stream.call:
+                self._on_ack(stream, ack)
+        except grpc.RpcError as exc:
+            error = self._client._map(exc)
+        except Exception as exc:  # noqa: BLE001 - a protocol error or an on_ack exception
+            error = exc
+        else:
+            with self._lock:
+                if stream.ending or stream is not self._stream or not self._inflight:
+                    if stream is self._stream:
+                        self._stream = None
+                    return
+            error = UnavailableError(
+                f"the server ended the Append stream of table {self._table!r} with batches "
+                "unacknowledged"
+            )
+        self._on_stream_failure(stream, error)
+
+    def _on_ack(self, stream: _Stream, ack: service_pb2.AppendAck) -> None:
+        with self._lock:
+            if stream is not self._stream:
+                return
+            if not self._inflight or self._inflight[0].seq != ack.producer_seq:
+                expected = self._inflight[0].seq if self._inflight else None
+                raise ReplayError(
+                    f"Append ack for producer_seq {ack.producer_seq} but {expected} was expected; "
+                    "the server broke the one-ack-per-request-in-order contract"
+                )
+            self._inflight.popleft()
+            self._items_acked += len(ack.item_ids)
+            self._duplicates += bool(ack.duplicate)
+            self._last_lsn = max(self._last_lsn, int(ack.last_lsn))
+            self._failures = 0
+            self._cond.notify_all()
+        if self._ack_callback is not None:
+            self._ack_callback(decode_ack(ack))
+
+    def _on_stream_failure(self, stream: _Stream, error: BaseException) -> None:
+        policy = self._client._retry
+        with self._lock:
+            if stream is not self._stream:
+                return
+            self._stream = None
+            stream.requests.put(None)
+            if self._error is not None or self._closed:
+                return
+            if isinstance(error, UnavailableError) and not self._inflight:
+                return  # an idle stream dropped: the next batch opens a new one
+            if not isinstance(error, UnavailableError) or self._failures + 1 >= policy.max_attempts:
+                self._fail_locked(error)
+                return
+            self._failures += 1
+            self._reconnecting = True
+            delay = policy.backoff(self._failures)
+        aborted = self._abort.wait(delay)
+        with self._lock:
+            self._reconnecting = False
+            if aborted or self._error is not None or self._closed:
+                return
+            self._reconnects += 1
+            self._open_stream_locked()
+
+    def _tick(self) -> None:
+        interval = float(self._flush_interval or 0)
+        while not self._abort.wait(max(0.005, interval / 4)):
+            with self._lock:
+                if self._closed or self._error is not None:
+                    return
+                if self._rows and time.monotonic() - self._first_row_at >= interval:
+                    try:
+                        self._seal_locked()
+                    except Exception as exc:  # noqa: BLE001 - reported by the next call
+                        self._fail_locked(exc)
+                        return
