@@ -90,8 +90,11 @@ def _literal(name: bytes, value: bytes) -> bytes:
 
 
 def _unavailable_trailers(stream: int, headers_sent: bool) -> bytes:
-    block = b"" if headers_sent else _literal(b":status", b"200") + _literal(b"content-type", b"application/grpc")
-    block += _literal(b"grpc-status", b"14") + _literal(b"grpc-message", b"upstream connection lost (tcp proxy)")
+    block = b""
+    if not headers_sent:  # a trailers-only response carries the response headers too
+        block += _literal(b":status", b"200") + _literal(b"content-type", b"application/grpc")
+    block += _literal(b"grpc-status", b"14")  # UNAVAILABLE
+    block += _literal(b"grpc-message", b"upstream connection lost (tcp proxy)")
     return _frame(_HEADERS, _END_STREAM | _END_HEADERS, stream, block)
 
 

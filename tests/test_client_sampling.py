@@ -196,14 +196,20 @@ class PidDataset(ReplayDataset):
                    "obs": batch["obs"]}
 
 
-def test_dataloader_workers_each_open_their_own_channel(server, client):
-    dataset = PidDataset(server.address, "t", 4, seed=0, num_batches=6)
-    parent = list(dataset)  # opens a client in this process first
-    assert {b["client_pid"] for b in parent} == {os.getpid()}
-    with client.sampler("t", 2) as active:  # a live stream in the parent while it forks
-        next(active)
-        loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context="fork")
-        batches = list(loader)
+def test_dataloader_workers_each_open_their_own_channel(make_server_process, signature, transitions):
+    # The server runs in its own process, as in training: the process that forks holds only
+    # the client's gRPC threads (an in-process server's threads make a fork riskier still).
+    proc = make_server_process(fsync="none")
+    with ReplayClient(proc.address, timeout=10) as client:
+        client.create_table("t", signature, capacity=1000)
+        client.append("t", transitions(20))
+        dataset = PidDataset(proc.address, "t", 4, seed=0, num_batches=6)
+        parent = list(dataset)  # opens a client in this process first
+        assert {b["client_pid"] for b in parent} == {os.getpid()}
+        with client.sampler("t", 2) as active:  # a live stream in the parent while it forks
+            next(active)
+            loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context="fork")
+            batches = list(loader)
     pids = {b["pid"] for b in batches}
     assert len(pids) == 2 and os.getpid() not in pids
     assert all(b["client_pid"] == b["pid"] for b in batches)
