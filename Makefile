@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: a CPU build on this machine's disk (a range would pull CUDA wheels).
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,torch,demo]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch,demo,export]'
 	touch $(STAMP)
 
 demo: $(STAMP)

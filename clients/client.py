@@ -7,7 +7,7 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -19,6 +19,7 @@ from replaybuf.errors import (
     ClosedError,
     InvalidArgumentError,
     MessageTooLargeError,
+    NotFoundError,
     ReplayError,
 )
 from replaybuf.tensors import FieldSpec, check_batch, to_batch
@@ -36,6 +37,7 @@ from ._convert import (
     table_config_proto,
     values_array,
 )
+from ._audit import DiffResult, LabelResult, PendingReview, decode_diff, decode_pending
 from ._errors import from_rpc_error, translate_errors
 from ._retry import RetryPolicy, call_with_retry
 from .sampler import Sampler
@@ -498,8 +500,10 @@ class ReplayClient:
         timeout: Any = DEFAULT_TIMEOUT,
         as_torch: bool = False,
         pin_memory: bool = False,
+        at_lsn: int | None = None,
     ) -> Sample:
-        """Draw one batch.
+        """Draw one batch (with ``at_lsn`` and ``seed``: replay the draw made at that LSN;
+        not logged, changes no counts).
 
         Blocks until the table's rate limiter allows the draw, at most ``timeout`` seconds
         (default: the client's; None waits forever), then raises `RateLimitTimeoutError`.
@@ -524,6 +528,8 @@ class ReplayClient:
         self._check_open()
         t = self._resolve(timeout)
         request = self._sample_request(table, batch_size, beta, seed, fields, t, 1, 1)
+        if at_lsn:
+            request.at_lsn = int(at_lsn)
         # The server's rate-limit timeout answers first, with its precise error and message.
         deadline = None if t is None else t + 1.0
 
@@ -541,6 +547,84 @@ class ReplayClient:
 
             batch = to_torch_sample(batch, pin_memory=pin_memory)
         return batch
+
+    def export(
+        self,
+        table: str,
+        out: str | Path,
+        *,
+        as_of_lsn: int | None = None,
+        format: str = "npz",
+        fields: Iterable[str] | None = None,
+        progress: bool = False,
+        timeout: Any = None,
+    ) -> dict[str, Any]:
+        """Export `table` as of `as_of_lsn` (None: the server's applied LSN) to `out` with the
+        writers of ``replaybuf export`` (same bytes, same manifest); returns the manifest.
+
+        Streams the items (memory O(chunk) for npz/Parquet); pyarrow/minari are needed only
+        for their formats. Not retried (a failed stream leaves a partial ``.part`` file).
+
+        Raises:
+            DataLossError: the content hash differs from the server's manifest.
+        """
+
+        from replaybuf.errors import DataLossError
+        from replaybuf.export import ExportInfo, chunk_from_proto, write_export
+
+        self._check_open()
+        t = self._resolve(timeout)
+        config = self._unary("DescribeTable", service_pb2.DescribeTableRequest(table=table),
+                             DEFAULT_TIMEOUT, idempotent=True).config
+        names = None if fields is None else list(fields)
+        info = ExportInfo.from_config(config, as_of_lsn=as_of_lsn or 0, log_id="", fields=names)
+        request = service_pb2.ExportRequest(table=table, as_of_lsn=as_of_lsn or 0,
+                                            fields=names or [])
+        box: dict[str, Any] = {}
+
+        def chunks() -> Iterator[Any]:
+            with self._translate(t):
+                for msg in self._stub.Export(request, timeout=t, metadata=self._metadata):
+                    if msg.HasField("manifest"):
+                        box["manifest"] = msg.manifest
+                    if msg.item_ids:
+                        yield chunk_from_proto(msg)
+
+        def final() -> ExportInfo:
+            m = box.get("manifest")
+            if m is None:
+                raise DataLossError(f"Export of {table!r} ended without its manifest")
+            return ExportInfo.from_config(m.config, as_of_lsn=m.as_of_lsn, log_id=m.log_id,
+                                          fields=names)
+
+        manifest = write_export(chunks(), out, format, info=info, progress=progress,
+                                final_info=final)
+        if manifest["content_sha256"] != box["manifest"].content_sha256:
+            raise DataLossError(
+                f"export of {table!r}: content hash {manifest['content_sha256']} differs from "
+                f"the server's {box['manifest'].content_sha256}")
+        return manifest
+
+    def export_stream(
+        self,
+        table: str,
+        *,
+        as_of_lsn: int | None = None,
+        fields: Iterable[str] | None = None,
+        chunk_items: int = 0,
+        timeout: Any = None,
+    ) -> Iterator[Any]:
+        """The raw Export stream: ``service_pb2.ExportChunk`` messages in item-id order, the
+        last one carrying the manifest (``as_of_lsn``, config). For readers that want the
+        columns rather than a file (batch jobs); `export` writes files. Not retried."""
+
+        self._check_open()
+        t = self._resolve(timeout)
+        request = service_pb2.ExportRequest(table=table, as_of_lsn=as_of_lsn or 0,
+                                            fields=list(fields or []),
+                                            chunk_items=int(chunk_items))
+        with self._translate(t):
+            yield from self._stub.Export(request, timeout=t, metadata=self._metadata)
 
     def sampler(
         self,
@@ -665,6 +749,37 @@ class ReplayClient:
             int(response.lsn), int(response.evicted), np.array(response.missing_ids, dtype=np.uint64)
         )
 
+    # -- job runs ----------------------------------------------------------------------------
+
+    def record_job(
+        self, job: Any, retrain: Any = None, *, timeout: Any = DEFAULT_TIMEOUT
+    ) -> tuple[int, int]:
+        """Record a finished job run (``events_pb2.JobCompleted``, and optionally a
+        ``RetrainRecommended``) in one atomic append; returns ``(first_lsn, last_lsn)``.
+
+        Blocks for one round trip; not retried (a retry after a lost answer would fail with
+        `AlreadyExistsError`, which callers treat as "recorded").
+
+        Raises:
+            AlreadyExistsError: the job id was recorded before; nothing changed.
+        """
+
+        request = service_pb2.RecordJobRequest(job=job)
+        if retrain is not None:
+            request.retrain.CopyFrom(retrain)
+        response = self._unary("RecordJob", request, timeout, idempotent=False)
+        return int(response.first_lsn), int(response.last_lsn)
+
+    def get_job(self, job_id: str, *, timeout: Any = DEFAULT_TIMEOUT) -> Any:
+        """The recorded run (``events_pb2.JobCompleted``) with this id, or None. Blocks;
+        retried on UNAVAILABLE."""
+
+        request = service_pb2.GetJobRequest(job_id=job_id)
+        try:
+            return self._unary("GetJob", request, timeout, idempotent=True)
+        except NotFoundError:
+            return None
+
     # -- lineage and events ------------------------------------------------------------------
 
     def lineage(self, item_id: int, *, timeout: Any = DEFAULT_TIMEOUT) -> ItemLineage:
@@ -708,6 +823,60 @@ class ReplayClient:
         )
         response = self._unary("FindItems", request, timeout, idempotent=True)
         return FoundItems(np.array(response.item_ids, dtype=np.uint64), bool(response.truncated))
+
+    # -- review and audit --------------------------------------------------------------------
+
+    def flag_for_review(
+        self, table: str, ids: Any, *, reason: str = "", author: str = "",
+        timeout: Any = DEFAULT_TIMEOUT,
+    ) -> UpdateResult:
+        """Flag items for human review (logged as ItemsFlaggedForReview). Blocks for one round
+        trip; retried on UNAVAILABLE (flagging a pending item again changes nothing). Missing
+        ids are skipped and reported."""
+
+        request = service_pb2.FlagForReviewRequest(
+            table=table, item_ids=ids_array(ids).tolist(), reason=reason, author=author)
+        response = self._unary("FlagForReview", request, timeout, idempotent=True)
+        return UpdateResult(int(response.lsn), np.array(response.missing_ids, dtype=np.uint64))
+
+    def pending_reviews(
+        self, table: str, *, limit: int = 0, timeout: Any = DEFAULT_TIMEOUT
+    ) -> list[PendingReview]:
+        """Items flagged and not yet labelled, oldest flag first (``limit=0``: 1000)."""
+
+        request = service_pb2.ListPendingReviewsRequest(table=table, limit=int(limit))
+        return decode_pending(self._unary("ListPendingReviews", request, timeout, idempotent=True))
+
+    def apply_label(
+        self, table: str, item_id: int, verdict: str, *, reward: float | None = None,
+        priority: float | None = None, author: str = "", note: str = "",
+        timeout: Any = DEFAULT_TIMEOUT,
+    ) -> LabelResult:
+        """Record a verdict ("accept", "reject" or "relabel" with ``reward``) on a pending
+        item, with its consequences, in one atomic append. Not retried: a retry after a lost
+        answer fails with FailedPreconditionError (the item is no longer pending).
+
+        Raises:
+            FailedPreconditionError: the item is not pending review.
+        """
+
+        request = service_pb2.ApplyLabelRequest(
+            table=table, item_id=int(item_id), verdict=verdict, author=author, note=note)
+        if reward is not None:
+            request.reward = float(reward)
+        if priority is not None:
+            request.priority = float(priority)
+        response = self._unary("ApplyLabel", request, timeout, idempotent=False)
+        return LabelResult(int(response.first_lsn), int(response.last_lsn))
+
+    def diff(
+        self, from_lsn: int, to_lsn: int = 0, *, table: str = "", timeout: Any = DEFAULT_TIMEOUT
+    ) -> DiffResult:
+        """What changed in ``(from_lsn, to_lsn]`` (``to_lsn=0``: the latest). Read-only; the
+        server replays its log up to ``to_lsn``, so this can take a while on long logs."""
+
+        request = service_pb2.DiffRequest(table=table, from_lsn=int(from_lsn), to_lsn=int(to_lsn))
+        return decode_diff(self._unary("Diff", request, timeout, idempotent=True))
 
     def subscribe(
         self, from_lsn: int = 1, follow: bool = True, tables: Iterable[str] = ()

@@ -30,7 +30,7 @@ from replaybuf.v1 import events_pb2
 __all__ = [
     "Applied", "Batch", "SlotSource", "TableRecord", "TableStats", "ViewDamagedError",
     "META_DTYPE", "RECORD_VERSION", "FLAG_EVICTED", "FLAG_CORRECTED", "row_dtype", "item_keys",
-    "decode_strings",
+    "decode_strings", "JOB_VALUE",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ META_DTYPE = np.dtype(
 )
 TABLE_VALUE = struct.Struct("<BIQ")  # version, table index, created LSN (+ TableConfig proto)
 STATS_VALUE = struct.Struct("<BQQQ")  # version, inserts, samples, evictions
+JOB_VALUE = struct.Struct("<BQ")  # version, LSN of the JobCompleted event (+ its proto)
 U64 = struct.Struct(">Q")
 U32 = struct.Struct(">I")
 MODEL_VERSION_BIAS = 2**63
@@ -130,12 +131,11 @@ def row_dtype(config: TableConfig) -> np.dtype:
 def item_keys(ids: np.ndarray) -> list[bytes]:
     """8-byte big-endian keys of item ids (they sort numerically)."""
 
-    raw = np.ascontiguousarray(ids, dtype=">u8").tobytes()
-    return [raw[i : i + 8] for i in range(0, len(raw), 8)]
+    return np.ascontiguousarray(ids, dtype=">u8").view("V8").tolist()  # bytes objects
 
 
 def _split(raw: bytes, width: int) -> list[bytes]:
-    return [raw[i : i + width] for i in range(0, len(raw), width)]
+    return np.frombuffer(raw, f"V{width}").tolist()  # bytes objects, one per record
 
 
 def encode_strings(request_id: bytes, source: bytes) -> bytes:
@@ -168,7 +168,7 @@ class Batch:
         self.next_item_id = next_item_id
         self.next_table = next_table
         self._slots = slots
-        self._sampled: dict[int, dict[int, int]] = {}  # table -> item id -> draws to count
+        self._sampled: dict[int, list[np.ndarray]] = {}  # table -> ids drawn, to count
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -189,9 +189,11 @@ class Batch:
         found = self._cursor("item_meta").getmulti(keys)
         if not found:
             return np.empty(0, np.int64), np.empty(0, META_DTYPE)
-        recs = np.frombuffer(b"".join(v for _, v in found), META_DTYPE).copy()
-        pos_of = {k: i for i, k in enumerate(keys)}
-        pos = np.fromiter((pos_of[k] for k, _ in found), np.int64, len(found))
+        found_keys, values = zip(*found)
+        recs = np.frombuffer(b"".join(values), META_DTYPE).copy()
+        got = np.frombuffer(b"".join(found_keys), ">u8").astype(np.uint64)
+        order = np.argsort(ids, kind="stable")
+        pos = order[np.searchsorted(ids, got, sorter=order)].astype(np.int64)
         keep = recs["table"] == idx
         return pos[keep], recs[keep]
 
@@ -210,6 +212,13 @@ class Batch:
         skip = Applied(kind, lsn, -1, np.empty(0, np.uint64), none_i, None, ev)
         if kind == "table_created":
             return self._create(lsn, ev) or skip
+        if kind == "job_completed":
+            # Job ids make job runs idempotent (`Engine.record_job`); the first record wins.
+            job = ev.job_completed
+            self.txn.put(job.job_id.encode(), JOB_VALUE.pack(_V, lsn)
+                         + job.SerializeToString(deterministic=True), db=self._dbs["jobs"],
+                         overwrite=False)
+            return skip
         if body is None or not hasattr(body, "table") or body.table not in self.tables:
             return skip
         rec = self.tables[body.table]
@@ -224,9 +233,7 @@ class Batch:
             # not yet appended at this LSN is skipped now; one evicted later in this batch
             # gets its count before its record moves (see below).
             self._stats(idx).samples += ids.size
-            counts = self._sampled.setdefault(idx, {})
-            for i in ids[ids < self.next_item_id].tolist():
-                counts[i] = counts.get(i, 0) + 1
+            self._sampled.setdefault(idx, []).append(ids[ids < self.next_item_id])
             return Applied(kind, lsn, idx, ids, none_i, None, ev, count=int(ids.size))
         rev_u, rev_i = np.unique(ids[::-1], return_index=True)  # the last of repeated ids wins
         last = ids.size - 1 - rev_i
@@ -238,8 +245,15 @@ class Batch:
         if kind == "items_evicted":
             pending = self._sampled.get(idx)
             if pending:
-                extra = [pending.pop(i, 0) for i in recs["item_id"].tolist()]
-                recs["times_sampled"] += np.asarray(extra, dtype=np.uint64)
+                drawn = np.concatenate(pending)
+                hit = np.isin(drawn, recs["item_id"])
+                if hit.any():
+                    u, c = np.unique(drawn[hit], return_counts=True)
+                    at = np.minimum(np.searchsorted(u, recs["item_id"]), u.size - 1)
+                    recs["times_sampled"] += np.where(u[at] == recs["item_id"], c[at],
+                                                      0).astype(np.uint64)
+                    drawn = drawn[~hit]
+                self._sampled[idx] = [drawn]
             for k in item_keys(recs["item_id"]):
                 self.txn.delete(k, db=self._dbs["items"])
                 self.txn.delete(k, db=self._dbs["item_meta"])
@@ -348,12 +362,12 @@ class Batch:
     def finish(self, lsn: int) -> None:
         """Write the deferred sample counts, the table counters and ``applied_lsn = lsn``."""
 
-        for idx, counts in self._sampled.items():
-            if counts:
-                ids = np.fromiter(counts, np.uint64, len(counts))
+        for idx, parts in self._sampled.items():
+            drawn = np.concatenate(parts) if parts else np.empty(0, np.uint64)
+            if drawn.size:
+                ids, add = np.unique(drawn, return_counts=True)
                 pos, recs = self._metas(idx, ids)
-                add = np.fromiter(counts.values(), np.uint64, len(counts))
-                recs["times_sampled"] += add[pos]
+                recs["times_sampled"] += add[pos].astype(np.uint64)
                 self._put_metas(recs)
         meta = self._dbs["meta"]
         for idx, s in self.stats.items():

@@ -146,9 +146,45 @@ def register_serve_command(commands: argparse._SubParsersAction) -> None:
     add_serve_parser(commands)
 
 
+def register_audit_commands(commands: argparse._SubParsersAction) -> None:
+    """``replaybuf lineage``, ``find`` and ``diff`` (`replaybuf.audit_cli`)."""
+
+    from replaybuf.audit_cli import register_audit_commands as register
+
+    register(commands)
+
+
+def register_export_commands(commands: argparse._SubParsersAction) -> None:
+    """``replaybuf export`` / ``replaybuf import`` (`replaybuf.export_cli`)."""
+
+    from replaybuf.export_cli import register_export_commands as register
+
+    register(commands)
+
+
+def register_jobs_commands(commands: argparse._SubParsersAction) -> None:
+    """``replaybuf jobs run`` (hygiene and drift jobs, `replaybuf.jobs`)."""
+
+    from replaybuf.jobs.cli import register_jobs_commands as register
+
+    register(commands)
+
+
+def register_report_command(commands: argparse._SubParsersAction) -> None:
+    """``replaybuf report`` (JSON + plots + drift, `replaybuf.jobs.report`)."""
+
+    from replaybuf.jobs.cli import register_report_command as register
+
+    register(commands)
+
+
 _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     register_log_commands,
+    register_export_commands,
+    register_audit_commands,
     register_serve_command,
+    register_jobs_commands,
+    register_report_command,
 ]
 
 

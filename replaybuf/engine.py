@@ -38,7 +38,7 @@ import numbers
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -51,8 +51,10 @@ from replaybuf.errors import (
 )
 from replaybuf.engine_config import EngineConfig
 from replaybuf.events import decode_event, encode_event, make_event
+from replaybuf.export import Chunk, write_export
 from replaybuf.file_log import FileLog
 from replaybuf.lineage import Lineage
+from replaybuf.materialize import Materialized, replay_sample
 from replaybuf.locks import FairLock
 from replaybuf.log import AppendResult, Log
 from replaybuf.recorder import RecordedDraw, SampleRecorder
@@ -62,6 +64,8 @@ from replaybuf.table_config import TableConfig
 from replaybuf.tensors import check_batch, to_batch
 from replaybuf.v1 import events_pb2
 from replaybuf.view import Applied, View, ViewDamagedError
+from replaybuf import audit
+from replaybuf.rolling_metrics import RollingMetrics
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -132,6 +136,8 @@ class Engine:
         self._seeds = np.random.default_rng(self.config.seed)
         self.rebuild_reason: str | None = None
         """Why the view was rebuilt on open (None when it was caught up)."""
+        self._rolling = RollingMetrics()
+        self._metric_sources: list[Callable[[str], Mapping[str, float]]] = []
         try:
             self._view = self._open_view()
             self._evict_retired()
@@ -231,7 +237,12 @@ class Engine:
             elif a.table >= 0:
                 self._by_index[a.table].mirror(a, live=live)
         self._clock.lsn = records[-1][0]
+        self._rolling.observe(applied, self._reward_field)
         return applied
+
+    def _reward_field(self, name: str) -> str | None:
+        t = self._tables.get(name)
+        return t.config.reward_field if t is not None and t.config.has_reward else None
 
     def _commit(self, events: list[events_pb2.Event], *, producer_id: bytes | None = None,
                 producer_seq: int | None = None) -> tuple[AppendResult, list[Applied]]:
@@ -312,7 +323,20 @@ class Engine:
             max_priority=t.max_priority(), rate_limiter=t.limiter.stats(),
             applied_lsn=self._view.applied_lsn, durable_lsn=self._log.durable_lsn,
             created_lsn=t.created_lsn,
+            metrics={**self._rolling.snapshot(name), **self._extra_metrics(name)},
         )
+
+    def add_table_metrics(self, source: Callable[[str], Mapping[str, float]]) -> None:
+        """Add a source of extra ``TableInfo.metrics`` (``source(table) -> {key: value}``),
+        e.g. the server's job scheduler (`replaybuf.jobs.scheduler`)."""
+
+        self._metric_sources.append(source)
+
+    def _extra_metrics(self, table: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for source in list(self._metric_sources):
+            out.update(source(table))
+        return out
 
     # -- append -------------------------------------------------------------------------------
 
@@ -417,7 +441,8 @@ class Engine:
     # -- sample -------------------------------------------------------------------------------
 
     def sample(self, table: str, batch_size: int, *, beta: float = 0.4, seed: int | None = None,
-               timeout: float | None = None, fields: Sequence[str] | None = None) -> Sample:
+               timeout: float | None = None, fields: Sequence[str] | None = None,
+               at_lsn: int | None = None) -> Sample:
         """Draw a batch of `batch_size` items with the table's sampler.
 
         Deterministic: the same table state (SampleInfo.lsn), seed, batch size and beta give
@@ -431,6 +456,8 @@ class Engine:
                 `EngineConfig.seed` or the OS, reported in ``info.seed``.
             timeout: seconds to wait for the rate limiter; None waits forever.
             fields: fields to return (default all).
+            at_lsn: replay on the table as of this LSN instead (`replay_sample`; needs a
+                seed; not logged, no rate limiter, no counts changed).
 
         Raises:
             RateLimitTimeoutError: still blocked after `timeout` seconds.
@@ -439,6 +466,9 @@ class Engine:
         """
 
         self._check_open()
+        if at_lsn:
+            return self.replay_sample(table, at_lsn, batch_size, beta=beta, seed=seed,
+                                      fields=fields)
         t = self._table(table)
         if not _is_int(batch_size) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size is {batch_size!r}; it must be an integer >= 1")
@@ -459,7 +489,13 @@ class Engine:
         with t.limiter.reserve_sample(int(batch_size), timeout):
             draw = t.draw(int(batch_size), beta=float(beta), seed=int(seed), fields=fields)
         self._recorder.submit(RecordedDraw(table, draw.ids, int(seed), draw.lsn, draw.retired))
-        request_ids, sources = self._view.read_strings(draw.ids)
+        request_ids, sources = draw.request_ids, draw.sources
+        missing = draw.strings_missing
+        if missing is not None and missing.any():  # loaded items: read once, then cached
+            req, src = self._view.read_strings(draw.ids[missing])
+            request_ids[missing], sources[missing] = req, src
+            t.cache_strings(draw.ids[missing], req, src)
+        request_ids, sources = request_ids.tolist(), sources.tolist()
         lin = draw.lineage
         info = SampleInfo(
             item_ids=draw.ids, priorities=draw.priorities, probabilities=draw.probabilities,
@@ -599,6 +635,146 @@ class Engine:
             ack, _ = self._commit([make_event(items_evicted=ev)])
         return EvictResult(ack.last_lsn, int(mask.sum()), ids[~mask])
 
+    # -- job runs -----------------------------------------------------------------------------
+
+    def record_job(self, job: events_pb2.JobCompleted,
+                   retrain: events_pb2.RetrainRecommended | None = None) -> tuple[int, int]:
+        """Record a finished job run (``JobCompleted``, plus ``RetrainRecommended`` when given)
+        in one atomic append; returns its ``(first_lsn, last_lsn)``.
+
+        Raises:
+            AlreadyExistsError: a run with this job id was recorded before (nothing logged);
+                `get_job` returns it.
+            InvalidArgumentError: no job id.
+            TableNotFoundError: the job's table does not exist.
+        """
+
+        self._check_open()
+        if not isinstance(job, events_pb2.JobCompleted) or not job.job_id:
+            raise InvalidArgumentError(f"job is {job!r}; pass a JobCompleted with a job_id")
+        self._table(job.table)
+        events = [make_event(job_completed=job)]
+        if retrain is not None:
+            if retrain.table not in ("", job.table) or retrain.job_id not in ("", job.job_id):
+                raise InvalidArgumentError(
+                    f"retrain names table {retrain.table!r} and job {retrain.job_id!r}; it "
+                    f"must name the job's table {job.table!r} and id {job.job_id!r}"
+                )
+            r = events_pb2.RetrainRecommended()
+            r.CopyFrom(retrain)
+            r.job_id, r.table = job.job_id, job.table
+            events.append(make_event(retrain_recommended=r))
+        with self._write_lock:
+            self._check_open()
+            old = self._view.get_job(job.job_id)
+            if old is not None:
+                raise AlreadyExistsError(
+                    f"job {job.job_id!r} was already recorded at LSN {old[0]}; use a new job id "
+                    f"to run it again"
+                )
+            ack, _ = self._commit(events)
+        return ack.first_lsn, ack.last_lsn
+
+    def get_job(self, job_id: str) -> events_pb2.JobCompleted | None:
+        """The recorded run with this job id, or None. O(log n)."""
+
+        self._check_open()
+        found = self._view.get_job(job_id)
+        return None if found is None else events_pb2.JobCompleted.FromString(found[1])
+
+    # -- lineage, review and audit (issue 6; the logic lives in replaybuf.audit) -------------
+
+    def get_lineage(self, item_id: int) -> audit.ItemHistory:
+        """Every event that touched one item (present or evicted), in LSN order, each reduced
+        to the item's row. O(events of the item); see `replaybuf.lineage_index`.
+
+        Raises:
+            ItemNotFoundError: no item ever had this id.
+        """
+
+        self._check_open()
+        return audit.item_history(self._view, self._log, item_id)
+
+    def find_items(self, table: str, *, request_id: str | None = None,
+                   model_version: int | None = None, episode_id: int | None = None,
+                   include_evicted: bool = False, limit: int = 10_000) -> audit.FoundItems:
+        """Item ids of `table` by exactly one of request id, model version or episode,
+        ascending, at most `limit` (0 = 10,000). O(matches) index reads."""
+
+        self._check_open()
+        return audit.find_items(self, self._table(table), request_id=request_id,
+                                model_version=model_version, episode_id=episode_id,
+                                include_evicted=include_evicted, limit=limit)
+
+    def flag_for_review(self, table: str, item_ids: Sequence[int] | np.ndarray, *,
+                        reason: str = "", author: str = "") -> UpdateResult:
+        """Flag present items for human review (``ItemsFlaggedForReview``); missing ids are
+        skipped and returned, nothing is logged if all are missing."""
+
+        self._check_open()
+        t = self._table(table)
+        ids = _ids(item_ids)
+        with self._write_lock:
+            self._check_open()
+            mask = t.present(ids)
+            if not mask.any():
+                return UpdateResult(0, np.unique(ids[~mask]))
+            ev = events_pb2.ItemsFlaggedForReview(table=table, item_ids=ids[mask].tolist(),
+                                                  reason=reason, author=author)
+            ack, _ = self._commit([make_event(items_flagged_for_review=ev)])
+        return UpdateResult(ack.last_lsn, np.unique(ids[~mask]))
+
+    def list_pending_reviews(self, table: str, limit: int = 1000) -> list[audit.PendingReview]:
+        """Items of `table` flagged and not yet labelled (nor evicted), oldest flag first."""
+
+        self._check_open()
+        t = self._table(table)
+        if not _is_int(limit) or limit < 0:
+            raise InvalidArgumentError(f"limit is {limit!r}; pass an integer >= 0 (0 = 1000)")
+        return audit.pending(self._view, t.index, int(limit) or 1000)
+
+    def apply_label(self, table: str, item_id: int, verdict: str, *,
+                    reward: float | None = None, priority: float | None = None,
+                    author: str = "", note: str = "") -> tuple[int, int]:
+        """Record a verdict on a pending item: ``LabelApplied`` plus its consequences
+        (`replaybuf.review`) in one atomic append; returns ``(first_lsn, last_lsn)``.
+
+        Raises:
+            FailedPreconditionError: the item is not pending review (nothing logged).
+            InvalidArgumentError: a bad verdict/reward/priority combination.
+        """
+
+        self._check_open()
+        t = self._table(table)
+        if not _is_int(item_id) or item_id < 1:
+            raise InvalidArgumentError(f"item_id is {item_id!r}; pass an integer >= 1")
+        if reward is not None and not t.config.has_reward:
+            raise FailedPreconditionError(
+                f"table {table!r} has no reward field {t.config.reward_field!r}; relabel needs "
+                f"one (TableConfig.reward_field)")
+        with self._write_lock:
+            self._check_open()
+            if not audit.is_pending(self._view, t.index, int(item_id)):
+                raise FailedPreconditionError(
+                    f"item {item_id} of table {table!r} is not pending review; flag it first "
+                    f"(flag_for_review) or see list_pending_reviews")
+            mask, slots = t.slots_of([int(item_id)])
+            previous = float(t.rewards(slots)[0]) if reward is not None and mask[0] else None
+            events = audit.label_events(table, int(item_id), verdict, reward=reward,
+                                        priority=priority, author=author, note=note,
+                                        previous_reward=previous)
+            ack, _ = self._commit(events)
+        return ack.first_lsn, ack.last_lsn
+
+    def diff(self, from_lsn: int, to_lsn: int = 0, table: str | None = None) -> audit.DiffResult:
+        """What changed in ``(from_lsn, to_lsn]`` (to_lsn 0 = the applied LSN). Replays the
+        log up to `to_lsn` (see `replaybuf.diff`)."""
+
+        self._check_open()
+        if table:
+            self._table(table)
+        return audit.diff(self._log, from_lsn, to_lsn, self._view.applied_lsn, table or None)
+
     # -- state --------------------------------------------------------------------------------
 
     @property
@@ -623,6 +799,63 @@ class Engine:
         """The RAM runtime of a table (for jobs and tests; prefer the methods above)."""
 
         return self._table(name)
+
+    # -- time travel and export (replaybuf.materialize, replaybuf.export) ---------------------
+
+    def _as_of(self, as_of_lsn: int | None) -> int:
+        if as_of_lsn is None or as_of_lsn == "latest" or as_of_lsn == 0:
+            return self._view.applied_lsn
+        if not _is_int(as_of_lsn):
+            raise InvalidArgumentError(f"as_of_lsn is {as_of_lsn!r}; pass an LSN or None")
+        return int(as_of_lsn)
+
+    def as_of(self, table: str, as_of_lsn: int | None = None) -> Materialized:
+        """`table` as of `as_of_lsn` (None: the applied LSN) in a scratch view; close it
+        (context manager). For streaming exports (the gRPC Export RPC)."""
+
+        self._check_open()
+        return Materialized(self._log, table, self._as_of(as_of_lsn))
+
+    def materialize(self, table: str, as_of_lsn: int | None = None, *,
+                    chunk_items: int = 4096, fields: Sequence[str] | None = None,
+                    ) -> Iterator[Chunk]:
+        """Chunks of `table`'s items exactly as of `as_of_lsn` (None: the applied LSN), in id
+        order (see `replaybuf.materialize.Materialized`). O(events <= LSN), O(chunk) memory."""
+
+        self._check_open()
+        lsn = self._as_of(as_of_lsn)
+        with Materialized(self._log, table, lsn) as m:
+            yield from m.chunks(chunk_items, fields)
+
+    def export(self, table: str, out: str | Path, *, as_of_lsn: int | None = None,
+               format: str = "npz", fields: Sequence[str] | None = None,
+               progress: bool = False) -> dict[str, object]:
+        """Write `table` as of `as_of_lsn` (None: the applied LSN) to `out` as ``npz``,
+        ``parquet`` or ``minari`` (out = dataset id) plus ``OUT.manifest.json``; returns the
+        manifest. Deterministic: the same LSN gives the same bytes (`replaybuf.export`)."""
+
+        self._check_open()
+        lsn = self._as_of(as_of_lsn)
+        with Materialized(self._log, table, lsn) as m:
+            return write_export(m.chunks(fields=fields), out, format, info=m.info(fields),
+                                total=m.count, progress=progress)
+
+    def replay_sample(self, table: str, at_lsn: int, batch_size: int, *, beta: float = 0.4,
+                      seed: int | None = None, fields: Sequence[str] | None = None) -> Sample:
+        """Redo the draw (table, LSN, seed, batch size, beta): the same ids and weights as
+        the original draw whose ``info.lsn`` was `at_lsn`. Not logged; changes no counts.
+        See `replaybuf.materialize.replay_sample` (cost, and the max_times_sampled caveat)."""
+
+        self._check_open()
+        if not _is_int(batch_size) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size is {batch_size!r}; it must be an integer >= 1")
+        if not isinstance(beta, numbers.Real) or not 0.0 <= float(beta) <= 1.0:
+            raise InvalidArgumentError(f"beta is {beta!r}; it must be a number in [0, 1]")
+        if not _is_int(seed) or not 0 <= seed <= _U64_MAX:  # type: ignore[operator]
+            raise InvalidArgumentError(
+                f"seed is {seed!r}; a replay needs the original draw's seed (SampleInfo.seed)")
+        return replay_sample(self._log, table, self._as_of(at_lsn), int(batch_size),
+                             beta=float(beta), seed=int(seed), fields=fields)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

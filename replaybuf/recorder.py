@@ -65,7 +65,7 @@ class SampleRecorder:
             lock: the writer lock.
             max_pending: `submit` blocks while this many draws wait (backpressure).
             window: seconds to wait for more draws before logging.
-            frame: most draws logged per turn of the lock.
+            frame: most draws logged per turn of the lock (up to 4x under a backlog).
             on_error: called once if `write` raises in the thread (which then stops).
         """
 
@@ -140,9 +140,14 @@ class SampleRecorder:
                     if left <= 0:
                         break
                     self._cond.wait(left)
+                # Under load (a backlog of frames) log bigger frames: an item drawn several
+                # times in one frame costs one view write, so coalescing more is cheaper.
+                backlog = len(self._pending)
+                take = self._frame if backlog < 2 * self._frame else min(backlog,
+                                                                         4 * self._frame)
             with self._lock:
                 try:
-                    self.flush_locked(self._frame)
+                    self.flush_locked(take)
                 except BaseException as exc:
                     _logger.exception("logging sampled items failed; the recorder stops")
                     with self._cond:

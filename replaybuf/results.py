@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,6 +116,7 @@ class TableInfo:
         applied_lsn: the view has applied every event up to this LSN.
         durable_lsn: every event up to this LSN is fsynced in the log.
         created_lsn: LSN of the table's ``TableCreated`` event.
+        metrics: rolling metrics (`replaybuf.rolling_metrics`; reset on restart).
     """
 
     config: TableConfig
@@ -125,6 +127,7 @@ class TableInfo:
     applied_lsn: int
     durable_lsn: int
     created_lsn: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -145,6 +148,7 @@ class TableInfo:
                 blocked_samples=rl.waiting_samples,
             ),
             applied_lsn=self.applied_lsn, durable_lsn=self.durable_lsn,
+            metrics=dict(self.metrics),
         )
 
 

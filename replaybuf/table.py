@@ -142,6 +142,9 @@ class Draw:
     lsn: int
     table_size: int
     retired: np.ndarray
+    request_ids: np.ndarray | None = None  # object arrays of str, cached per slot in RAM
+    sources: np.ndarray | None = None
+    strings_missing: np.ndarray | None = None  # True where the cache lacks them (view has)
 
 
 def _selector(cfg: SelectorConfig, capacity: int) -> Selector:
@@ -153,6 +156,23 @@ def _selector(cfg: SelectorConfig, capacity: int) -> Selector:
         # for the same seed. A sum tree is a function of the occupied slots alone.
         return PrioritizedSelector(capacity, 1.0, with_replacement=cfg.with_replacement)
     return make_selector(cfg.kind, capacity)
+
+
+def _unique_counts(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(slots, return_counts=True)``; O(n) when slots are already sorted (the
+    stratified sum-tree draw returns them so)."""
+
+    n = slots.size
+    step = np.diff(slots)
+    if step.size and (step > 0).all():  # the usual case: no repeats
+        return slots, np.ones(n, np.int64)
+    if n < 2 or (step < 0).any():
+        return np.unique(slots, return_counts=True)
+    first = np.empty(n, np.bool_)
+    first[0] = True
+    np.not_equal(step, 0, out=first[1:])
+    starts = np.flatnonzero(first)
+    return slots[starts], np.diff(starts, append=n)
 
 
 class Table:
@@ -190,6 +210,15 @@ class Table:
         self._times = np.zeros(cap, np.uint64)
         self._lineage = {name: np.zeros(cap, dt) for name, dt in LINEAGE_NUMERIC}
         self._columns = {s.name: np.zeros((cap, *s.shape), s.dtype) for s in config.signature}
+        # Multi-dimensional fields gather fastest as one opaque row each (numpy's fancy
+        # indexing of a 2-D array iterates the inner axis per index).
+        self._rowviews = {n: c.reshape(cap, -1).view(np.dtype((np.void, c[0].nbytes)))[:, 0]
+                          for n, c in self._columns.items() if c.ndim > 1 and c[0].nbytes}
+        # Request id and source per slot, so a sample needs no view read. Set on append,
+        # cleared on evict; after a load they are filled lazily from the view (strings_missing).
+        self._req = np.full(cap, "", dtype=object)
+        self._src = np.full(cap, "", dtype=object)
+        self._str_known = np.zeros(cap, np.bool_)
         self._retired: set[int] = set()
         self._max_p = -np.inf
         self._max_dirty = False
@@ -375,6 +404,12 @@ class Table:
         for name, dt in LINEAGE_NUMERIC:
             col = getattr(body.lineage, name)
             self._lineage[name][slots] = np.asarray(col, dtype=dt) if len(col) else 0
+        for arr, col in ((self._req, body.lineage.request_id), (self._src, body.lineage.source)):
+            # 0, 1 or n entries, broadcast as the applier stores them
+            vals, n = list(col), slots.size
+            arr[slots] = vals if len(vals) == n else (
+                [vals[min(i, len(vals) - 1)] for i in range(n)] if vals else "")
+        self._str_known[slots] = True
         self._sampler.insert(slots, self._sampler_values(prios))
         self._remover.insert(slots, prios)
         if prios.size and prios.max() > self._max_p:
@@ -395,6 +430,9 @@ class Table:
             self._max_dirty = True
         self._prio[slots] = -np.inf
         self._ids[slots] = 0
+        self._req[slots] = ""
+        self._src[slots] = ""
+        self._str_known[slots] = False
         for i in ids.tolist():
             del self._slot_of[i]
         if active.size:
@@ -420,12 +458,15 @@ class Table:
     def _mirror_sampled(self, a: Applied) -> None:
         if a.count:
             self.limiter.sample(a.count)
-        slots = np.fromiter((self._slot_of.get(i, -1) for i in a.ids.tolist()), np.int64,
-                            a.ids.size)
-        slots = slots[slots >= 0]
+        ids, counts = np.unique(a.ids, return_counts=True)  # one dict lookup per item
+        slots = np.fromiter((self._slot_of.get(i, -1) for i in ids.tolist()), np.int64, ids.size)
+        keep = slots >= 0
+        slots, counts = slots[keep], counts[keep]
         if slots.size:
-            np.add.at(self._times, slots, 1)
-            self._retire(np.unique(slots))
+            order = np.argsort(slots)
+            slots = slots[order]
+            self._times[slots] += counts[order].astype(np.uint64)
+            self._retire(slots)
 
     def _retire(self, slots: np.ndarray) -> np.ndarray:
         """Retire items at slots that reached max_times_sampled; returns their ids."""
@@ -466,12 +507,12 @@ class Table:
                 )
             res = self._sampler.sample(batch_size, rng, beta=beta)
             slots = np.asarray(res.slots, dtype=np.int64)
-            uniq, counts = np.unique(slots, return_counts=True)
+            uniq, counts = _unique_counts(slots)
             self._times[uniq] += counts.astype(np.uint64)
             names = self.config.field_names if fields is None else fields
             draw = Draw(
                 ids=self._ids[slots].copy(),
-                data={n: self._columns[n][slots] for n in names},
+                data={n: self._gather(n, slots) for n in names},
                 priorities=self._prio[slots].copy(),
                 probabilities=np.asarray(res.probabilities, dtype=np.float64),
                 weights=np.asarray(res.weights, dtype=np.float64),
@@ -480,9 +521,30 @@ class Table:
                 lsn=max(self.lsn, self._clock.lsn if self._clock is not None else 0),
                 table_size=self.size,
                 retired=np.empty(0, np.uint64),
+                request_ids=self._req[slots],
+                sources=self._src[slots],
+                strings_missing=~self._str_known[slots],
             )
             draw.retired = self._retire(uniq)
         return draw
+
+    def _gather(self, name: str, slots: np.ndarray) -> np.ndarray:
+        col = self._columns[name]
+        rows = self._rowviews.get(name)
+        if rows is None:
+            return col[slots]
+        return rows[slots].view(col.dtype).reshape(slots.size, *col.shape[1:])
+
+    def cache_strings(self, ids: np.ndarray, request_ids: Sequence[str],
+                      sources: Sequence[str]) -> None:
+        """Remember request ids and sources read from the view for items still present."""
+
+        with self._lock:
+            for i, r, s in zip(ids.tolist(), request_ids, sources):
+                slot = self._slot_of.get(i)
+                if slot is not None:
+                    self._req[slot], self._src[slot] = r, s
+                    self._str_known[slot] = True
 
     def close(self) -> None:
         """Wake every rate-limiter waiter with ClosedError."""

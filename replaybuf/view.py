@@ -47,6 +47,11 @@ database              key                                       value
 ``by_request``        u32 table, u16 len, request id, u64 id    empty
 ``by_episode``        u32 table, u64 episode id, u64 id         empty
 ``by_model_version``  u32 table, u64 (version + 2**63), u64 id  empty
+``jobs``              job id (utf-8)                            v, u64 LSN of JobCompleted,
+                                                                JobCompleted proto
+``item_events``       u64 item id, u64 LSN                      empty (`replaybuf.lineage_index`)
+``pending_reviews``   u32 table, u64 item id                    v, u64 flag LSN, reason, author
+                                                                (`replaybuf.review`)
 ====================  ========================================  ===============================
 
 A priority update, a reward correction or a sample count rewrites only the small fixed-size
@@ -62,6 +67,7 @@ takes exclusively (``set_mapsize`` requires that no transaction is open in the p
 
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import shutil
@@ -78,6 +84,8 @@ from replaybuf.applier import (
     TABLE_VALUE, U32, U64, Applied, Batch, SlotSource, TableRecord, TableStats, ViewDamagedError,
     decode_strings, item_keys, row_dtype,
 )
+from replaybuf.applier import JOB_VALUE
+from replaybuf import lineage_index, review
 from replaybuf.errors import ClosedError, FailedPreconditionError, ResourceExhaustedError
 from replaybuf.locks import SharedLock
 from replaybuf.table_config import TableConfig
@@ -91,10 +99,10 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 #: Layout version of the whole view; a different one on disk makes `View.open` rebuild.
-VIEW_FORMAT = 1
+VIEW_FORMAT = 2  # 2: item_events and pending_reviews (issue 6); older views are rebuilt
 _V = RECORD_VERSION
 _DBS = ("meta", "tables", "table_stats", "items", "item_meta", "evicted_meta", "item_strings",
-        "by_request", "by_episode", "by_model_version")
+        "by_request", "by_episode", "by_model_version", "item_events", "pending_reviews", "jobs")
 
 
 def open_env(path: Path, *, map_size: int, max_readers: int = 1024,
@@ -305,6 +313,36 @@ class View:
             out[idx] = (metas[sel], rows)
         return out
 
+    def iter_items(self, table: int, chunk_items: int = 4096
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Present items of table index `table` in id order, ``chunk_items`` at a time:
+        ``(META records, payload rows)`` per chunk (copies, safe to keep).
+
+        One read transaction (a consistent snapshot) walks ``item_meta`` and ``items`` side by
+        side, so memory is O(chunk_items) however large the table. Not for use while the
+        caller itself writes to this view.
+        """
+
+        rec = self._by_index[table]
+        dt = row_dtype(rec.config)
+        with self._reading(), self._env.begin() as txn:
+            metas_it = txn.cursor(db=self._dbs["item_meta"]).iternext(keys=False)
+            rows_it = txn.cursor(db=self._dbs["items"]).iternext(keys=False)
+            pairs = zip(metas_it, rows_it)
+            while True:
+                block = list(itertools.islice(pairs, chunk_items))
+                if not block:
+                    return
+                metas = np.frombuffer(b"".join(m for m, _ in block), META_DTYPE)
+                keep = metas["table"] == table
+                if keep.all():
+                    raw = b"".join(r for _, r in block)
+                else:
+                    raw = b"".join(block[i][1] for i in np.flatnonzero(keep).tolist())
+                    metas = metas[keep]
+                if metas.size:
+                    yield metas.copy(), np.frombuffer(raw, dt).copy()
+
     def read_strings(self, ids: Sequence[int] | np.ndarray) -> tuple[list[str], list[str]]:
         """Request ids and sources of items (present or evicted); "" where none. O(len(ids))."""
 
@@ -361,6 +399,29 @@ class View:
                     ids.append(U64.unpack(key[-8:])[0])
         return sorted(ids), False
 
+    @contextmanager
+    def reading(self) -> Iterator[tuple[lmdb.Transaction, dict[str, object]]]:
+        """A read transaction and the named databases, for the query modules
+        (`replaybuf.lineage_index`, `replaybuf.review`). Hold it briefly."""
+
+        with self._reading(), self._env.begin() as txn:
+            yield txn, self._dbs
+
+    def table_name(self, idx: int) -> str:
+        """Name of table index `idx`."""
+
+        return self._by_index[idx].name
+
+    def get_job(self, job_id: str) -> tuple[int, bytes] | None:
+        """``(lsn, JobCompleted bytes)`` of a recorded job run, or None. O(log n)."""
+
+        with self._reading(), self._env.begin() as txn:
+            value = txn.get(job_id.encode(), db=self._dbs["jobs"])
+        if value is None:
+            return None
+        value = bytes(value)
+        return JOB_VALUE.unpack_from(value)[1], value[JOB_VALUE.size :]
+
     @property
     def map_size(self) -> int:
         return int(self._env.info()["map_size"])
@@ -410,7 +471,12 @@ class View:
                     batch = Batch(txn, self._dbs, tables=self._tables, stats=self._stats,
                                   next_item_id=self.next_item_id, next_table=self._next_table,
                                   slots=slots)
-                    out = [batch.apply(lsn, ev) for lsn, ev in records]
+                    out = []
+                    for lsn, ev in records:
+                        applied = batch.apply(lsn, ev)
+                        review.apply_event(batch, self._dbs, applied)  # before indexing
+                        lineage_index.index_event(txn, self._dbs, applied)
+                        out.append(applied)
                     batch.finish(records[-1][0])
             except lmdb.MapFullError:
                 for src in touched.values():

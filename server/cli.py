@@ -85,6 +85,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--grace", type=float, metavar="SECONDS",
         help="shutdown grace for in-flight RPCs (default 10)",
     )
+    p.add_argument(
+        "--jobs", nargs="+", metavar="PATH",
+        help="job files or directories of *.toml to run on their [schedule] every",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -113,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    if getattr(args, "jobs", None):
+        overrides["jobs"] = tuple(args.jobs)
     for role in ROLES:
         path = getattr(args, f"{role}_token_file", None)
         if path is not None:

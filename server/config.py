@@ -153,6 +153,10 @@ class ServerConfig:
     RPCs to finish before they are cancelled. Streams are told to end at once; an append that
     is being written always completes and is fsynced before the engine closes."""
 
+    jobs: tuple[str, ...] = ()
+    """Job files or directories of them (``*.toml``) to run on their ``[schedule] every`` in
+    the server process (`replaybuf.jobs.scheduler`); each file needs a ``[schedule]``."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, (str, os.PathLike)) or not os.fspath(self.data_dir):
             raise InvalidArgumentError(

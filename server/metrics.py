@@ -15,6 +15,9 @@ Metric names:
 * ``replaybuf_active_streams{method}``: open Append, Sample and Subscribe streams.
 * ``replaybuf_table_size{table}``, ``replaybuf_table_capacity{table}``,
   ``replaybuf_table_total_priority{table}``, ``replaybuf_table_max_priority{table}``.
+* ``replaybuf_table_reward_mean_5m{table}``, ``replaybuf_table_appends_per_s{table}``,
+  ``replaybuf_table_correction_rate_5m{table}`` (and the other rolling keys of
+  `replaybuf.rolling_metrics`), ``replaybuf_table_evicted_items{table, reason}``.
 * ``replaybuf_applied_lsn``, ``replaybuf_durable_lsn``, ``replaybuf_last_lsn``.
 * ``replaybuf_fsync_seconds_total`` and ``replaybuf_fsyncs_total``, when the engine reports them.
 """
@@ -51,6 +54,9 @@ class TableSnapshot:
     capacity: int
     total_priority: float
     max_priority: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    """Rolling metrics (`replaybuf.rolling_metrics`): ``evicted.<reason>`` keys become
+    ``replaybuf_table_evicted_items{table, reason}``, the others ``replaybuf_table_<key>``."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class _EngineCollector(Collector):
             for t in snap.tables:
                 fam.add_metric([t.name], float(getattr(t, attr)))
             yield fam
+        yield from _rolling_families(snap.tables)
         for name, doc, value in (
             ("replaybuf_applied_lsn", "The view has applied every event up to this LSN.", snap.applied_lsn),
             ("replaybuf_durable_lsn", "Every event up to this LSN is fsynced.", snap.durable_lsn),
@@ -105,6 +112,26 @@ class _EngineCollector(Collector):
             )
         for key, value in sorted(snap.extra.items()):
             yield GaugeMetricFamily(f"replaybuf_engine_{key}", f"Engine statistic {key}.", value=float(value))
+
+
+def _rolling_families(tables: tuple[TableSnapshot, ...]) -> Iterator[Any]:
+    evicted = GaugeMetricFamily(
+        "replaybuf_table_evicted_items", "Items evicted since the engine opened, by reason.",
+        labels=["table", "reason"])
+    families: dict[str, GaugeMetricFamily] = {}
+    for t in tables:
+        for key, value in sorted(t.metrics.items()):
+            if key.startswith("evicted."):
+                evicted.add_metric([t.name, key[len("evicted."):]], float(value))
+                continue
+            fam = families.get(key)
+            if fam is None:
+                fam = families[key] = GaugeMetricFamily(
+                    f"replaybuf_table_{key}", f"Rolling table metric {key} (reset on restart).",
+                    labels=["table"])
+            fam.add_metric([t.name], float(value))
+    yield evicted
+    yield from families.values()
 
 
 class ServerMetrics:

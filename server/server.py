@@ -80,6 +80,7 @@ class ReplayServer:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._started = False
+        self._jobs: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -109,6 +110,11 @@ class ReplayServer:
         if self._engine is None:
             self._engine = open_engine(cfg, on_fatal=self._fatal)
         engine = self._engine
+        if cfg.jobs:  # before binding: a bad job file stops the start
+            from replaybuf.jobs.scheduler import JobScheduler, load_scheduled_jobs
+
+            self._jobs = JobScheduler(engine, load_scheduled_jobs(cfg.jobs))
+            engine.add_table_metrics(self._jobs.metrics)
         self._metrics = ServerMetrics(lambda: engine_snapshot(engine))
         self._servicer = ReplayServicer(
             engine, metrics=self._metrics, max_message_bytes=cfg.max_message_bytes
@@ -173,6 +179,8 @@ class ReplayServer:
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if cfg.metrics_port:
             self._metrics.serve_http(cfg.host, cfg.metrics_port)
+        if self._jobs is not None:
+            self._jobs.start()
         _logger.info(
             "replaybuf serving on %s (tls=%s, mtls=%s, auth=%s, fsync=%s, data_dir=%s)",
             self.address, cfg.tls, cfg.tls_client_ca is not None, cfg.auth_enabled,
@@ -203,6 +211,8 @@ class ReplayServer:
                 self._stopped.set()
 
     def _teardown(self, grace: float) -> None:
+        if self._jobs is not None:
+            self._jobs.stop()
         if self._health is not None:
             self._health.enter_graceful_shutdown()
         if self._servicer is not None:

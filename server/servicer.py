@@ -34,11 +34,14 @@ from replaybuf.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     MessageTooLargeError,
+    NotFoundError,
     RateLimitTimeoutError,
     UnavailableError,
 )
 from replaybuf.events import decode_event, event_table
+from replaybuf.export import ContentHasher, chunk_to_proto
 from replaybuf.file_log import FileLogConfig
+from replaybuf.materialize import DEFAULT_CHUNK_ITEMS
 from replaybuf.table_config import TableConfig
 from replaybuf.tensors import from_batch
 from replaybuf.v1 import events_pb2, service_pb2, service_pb2_grpc
@@ -89,6 +92,7 @@ def engine_snapshot(engine: Engine) -> EngineSnapshot:
             capacity=info.capacity,
             total_priority=info.total_priority,
             max_priority=info.max_priority,
+            metrics=dict(info.metrics),
         )
         for info in engine.list_tables()
     )
@@ -362,6 +366,7 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
                         lambda e, wait: e.sample(
                             request.table, request.batch_size, beta=request.beta,
                             seed=batch_seed, timeout=wait, fields=fields,
+                            at_lsn=request.at_lsn or None,
                         ),
                         timeout=timeout,
                         cancelled=stop.is_set,
@@ -435,6 +440,25 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             lsn=result.lsn, evicted=result.evicted, missing_ids=result.missing_ids.tolist()
         )
 
+    # -- job runs -----------------------------------------------------------------------------
+
+    @unary("RecordJob")
+    def RecordJob(
+        self, request: service_pb2.RecordJobRequest, context: grpc.ServicerContext
+    ) -> Any:
+        if not request.HasField("job"):
+            raise InvalidArgumentError("job is missing; send the JobCompleted to record")
+        retrain = request.retrain if request.HasField("retrain") else None
+        first, last = self._call(lambda e: e.record_job(request.job, retrain))
+        return service_pb2.RecordJobResponse(first_lsn=first, last_lsn=last)
+
+    @unary("GetJob")
+    def GetJob(self, request: service_pb2.GetJobRequest, context: grpc.ServicerContext) -> Any:
+        job = self._call(lambda e: e.get_job(request.job_id))
+        if job is None:
+            raise NotFoundError(f"no job run {request.job_id!r} was recorded")
+        return job
+
     # -- the log ------------------------------------------------------------------------------
 
     @streaming("Subscribe")
@@ -485,18 +509,86 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
     def GetLineage(
         self, request: service_pb2.GetLineageRequest, context: grpc.ServicerContext
     ) -> Any:
-        raise UnimplementedError(
-            "GetLineage is not implemented by this server's engine yet (issue 6); use "
-            "Subscribe and filter the events of the item meanwhile"
-        )
+        return self._call(lambda e: e.get_lineage(request.item_id)).to_proto()
 
     @unary("FindItems")
     def FindItems(
         self, request: service_pb2.FindItemsRequest, context: grpc.ServicerContext
     ) -> Any:
-        raise UnimplementedError(
-            "FindItems is not implemented by this server's engine yet (issue 6)"
+        criterion = request.WhichOneof("criterion")
+        if criterion is None:
+            raise InvalidArgumentError(
+                "FindItems needs one criterion: request_id, model_version or episode_id"
+            )
+        kw = {criterion: getattr(request, criterion)}
+        return self._call(
+            lambda e: e.find_items(request.table, include_evicted=request.include_evicted,
+                                   limit=request.limit, **kw)
+        ).to_proto()
+
+    @streaming("Export")
+    def Export(
+        self, request: service_pb2.ExportRequest, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        """Chunks of the table as of the LSN; the last one carries the manifest (one chunk
+        is held back so the manifest can ride on it)."""
+
+        fields = list(request.fields) or None
+        with self._engine_call() as engine, engine.as_of(
+                request.table, request.as_of_lsn or None) as m:
+            info = m.info(fields)
+            hasher = ContentHasher(info)
+            # Keep each message well under max_message_bytes (writers ignore the chunking).
+            row = 128 + sum(dt.itemsize * int(np.prod(shape)) for _, dt, shape in info.fields)
+            per_chunk = max(1, min(request.chunk_items or DEFAULT_CHUNK_ITEMS,
+                                   self._max_message_bytes // 2 // row))
+            last = None
+            for chunk in m.chunks(per_chunk, fields):
+                if context.is_active() is False:
+                    return
+                hasher.update(chunk)
+                if last is not None:
+                    yield chunk_to_proto(last)
+                last = chunk
+            msg = chunk_to_proto(last) if last is not None else service_pb2.ExportChunk()
+            msg.manifest.CopyFrom(hasher.manifest_proto())
+            yield msg
+
+    # -- review and audit (issue 6) -----------------------------------------------------------
+
+    @unary("FlagForReview")
+    def FlagForReview(
+        self, request: service_pb2.FlagForReviewRequest, context: grpc.ServicerContext
+    ) -> Any:
+        ids = np.asarray(request.item_ids, dtype=np.uint64)
+        result = self._call(lambda e: e.flag_for_review(
+            request.table, ids, reason=request.reason, author=request.author))
+        return service_pb2.FlagForReviewResponse(
+            lsn=result.lsn, missing_ids=result.missing_ids.tolist()
         )
+
+    @unary("ListPendingReviews")
+    def ListPendingReviews(
+        self, request: service_pb2.ListPendingReviewsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        reviews = self._call(lambda e: e.list_pending_reviews(request.table, request.limit))
+        return service_pb2.ListPendingReviewsResponse(reviews=[r.to_proto() for r in reviews])
+
+    @unary("ApplyLabel")
+    def ApplyLabel(
+        self, request: service_pb2.ApplyLabelRequest, context: grpc.ServicerContext
+    ) -> Any:
+        first, last = self._call(lambda e: e.apply_label(
+            request.table, request.item_id, request.verdict,
+            reward=request.reward if request.HasField("reward") else None,
+            priority=request.priority if request.HasField("priority") else None,
+            author=request.author, note=request.note))
+        return service_pb2.ApplyLabelResponse(first_lsn=first, last_lsn=last)
+
+    @unary("Diff")
+    def Diff(self, request: service_pb2.DiffRequest, context: grpc.ServicerContext) -> Any:
+        return self._call(lambda e: e.diff(
+            request.from_lsn, request.to_lsn, request.table or None)).to_proto()
 
 
 def add_servicer_to_server(servicer: ReplayServicer, server: grpc.Server) -> None:

@@ -226,9 +226,9 @@ def _permission_denied(rig: Rig) -> None:
         c.create_table("x", rig.signature, capacity=10)
 
 
-def _unimplemented(rig: Rig) -> None:
+def _item_not_found(rig: Rig) -> None:
     with rig.client() as c:
-        c.lineage(int(rig.ids[0]))
+        c.lineage(10**15)
 
 
 def _unavailable(rig: Rig) -> None:
@@ -274,7 +274,7 @@ REAL_CASES: dict[type[ReplayError], Callable[[Rig], None]] = {
     ClosedError: _closed,
     UnauthenticatedError: _unauthenticated,
     PermissionDeniedError: _permission_denied,
-    UnimplementedError: _unimplemented,
+    ItemNotFoundError: _item_not_found,
     UnavailableError: _unavailable,
     DurabilityError: _durability,
     LogCorruptionError: _log_corruption,
@@ -288,13 +288,14 @@ NO_TRAILER = {ResourceExhaustedError}
 #: - ReplayError: the server never sends the base class; an unexpected exception is a bare
 #:   INTERNAL (see test_a_bare_status_maps_to_the_most_general_class_for_it).
 #: - NotFoundError: the engine raises only its subclasses (TableNotFoundError, ...).
-#: - ItemNotFoundError: no engine call raises it yet (GetLineage is unimplemented, issue 6).
+#: - UnimplementedError: no servicer method raises it since GetLineage/FindItems are served
+#:   (issue 6); an RPC the servicer lacks fails with gRPC's bare UNIMPLEMENTED, no trailer.
 #: - DataLossError: a live server raises only LogCorruptionError; a CRC-valid record that is
 #:   not an event stops recovery at start, before any client can connect.
 MAPPING_ONLY = {
     ReplayError: "INTERNAL",
     NotFoundError: "NOT_FOUND",
-    ItemNotFoundError: "NOT_FOUND",
+    UnimplementedError: "UNIMPLEMENTED",
     DataLossError: "DATA_LOSS",
 }
 

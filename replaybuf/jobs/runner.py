@@ -1,0 +1,272 @@
+"""Running a job: snapshot -> plan (pure) -> evictions -> ``JobCompleted``.
+
+A job's decisions are a pure function of a `Snapshot` at one LSN, the job file and the run's
+reference time (`plan_job`). `run_job` applies a plan through a *target*: `EngineTarget` (an
+in-process engine on a stopped data dir) or `ClientTarget` (a server, through
+`replaybuf_client.ReplayClient`). Both log the same events for the same state: one
+``ItemsEvicted`` per policy with matches and per `EVICT_BATCH` ids (in file order, reason and
+job id set), then
+``JobCompleted`` (and ``RetrainRecommended`` when a drift check crossed a threshold).
+
+Idempotence: a run whose job id was already recorded does nothing and reports the LSN of the
+snapshot the recorded run used. A run that died between its evictions and its record can be
+re-run with the same id: evicting absent items is a no-op.
+
+Example::
+
+    from replaybuf.jobs import EngineTarget, load_job, run_job
+    result = run_job(load_job("evict.toml"), EngineTarget(engine))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from replaybuf.errors import AlreadyExistsError, UnimplementedError
+from replaybuf.jobs.drift import DriftResult, check_drift
+from replaybuf.jobs.jobfile import JobSpec
+from replaybuf.jobs.snapshot import Snapshot, from_events, from_export, from_view
+from replaybuf.v1 import events_pb2
+
+__all__ = ["EVICT_BATCH", "Eviction", "Plan", "RunResult", "Target", "EngineTarget", "ClientTarget",
+           "plan_job", "run_job", "snapshot_needs"]
+
+
+#: Most ids per Evict call (one ``ItemsEvicted`` event each, online and offline alike), so a
+#: request stays far below the 64 MiB message limit.
+EVICT_BATCH = 100_000
+
+
+@dataclass
+class Eviction:
+    """The items one policy evicts (those not already taken by an earlier policy)."""
+
+    policy: str
+    reason: int
+    ids: np.ndarray
+    detail: str
+
+    @property
+    def reason_name(self) -> str:
+        return events_pb2.EvictionReason.Name(self.reason)
+
+
+@dataclass
+class Plan:
+    """What a job decided on one snapshot."""
+
+    job_id: str
+    table: str
+    at_lsn: int
+    now_ms: int
+    items: int
+    evictions: list[Eviction]
+    drift: DriftResult | None = None
+
+    @property
+    def kind(self) -> str:
+        return "+".join(k for k, on in (("evict", bool(self.evictions) or self.drift is None),
+                                        ("drift", self.drift is not None)) if on)
+
+    def by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ev in self.evictions:
+            if ev.ids.size:
+                out[ev.reason_name] = out.get(ev.reason_name, 0) + int(ev.ids.size)
+        return out
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id, "table": self.table, "at_lsn": self.at_lsn,
+            "now_ms": self.now_ms, "items": self.items,
+            "evictions": [{"policy": e.policy, "reason": e.reason_name, "count": int(e.ids.size),
+                           "detail": e.detail} for e in self.evictions],
+            "evicted_by_reason": self.by_reason(),
+            "drift": None if self.drift is None else self.drift.to_json(),
+        }
+
+
+@dataclass
+class RunResult:
+    """Outcome of `run_job`: status is ``"done"``, ``"dry-run"`` or ``"already-ran"``."""
+
+    status: str
+    job_id: str
+    plan: Plan | None = None
+    job: events_pb2.JobCompleted | None = None
+    evicted_by_reason: dict[str, int] = field(default_factory=dict)
+    retrain: bool = False
+    lsns: tuple[int, int] = (0, 0)
+
+    @property
+    def at_lsn(self) -> int:
+        return int(self.job.at_lsn) if self.job is not None else (
+            self.plan.at_lsn if self.plan else 0)
+
+
+def snapshot_needs(spec: JobSpec) -> dict[str, Any]:
+    """Which optional snapshot columns the job's policies and drift checks read."""
+
+    feats = tuple(f for f in spec.drift.features if f != "reward") if spec.drift else ()
+    lsn_windows = bool(spec.drift and (spec.drift.reference_lsn or spec.drift.recent_lsn))
+    return {"request_ids": any(p.needs_request_ids for p in spec.policies),
+            "payload": any(p.needs_payload for p in spec.policies), "features": feats,
+            "append_lsn": lsn_windows}
+
+
+def plan_job(spec: JobSpec, snap: Snapshot, *, job_id: str, now_ms: int) -> Plan:
+    """Decide the evictions (and drift) of a job on a snapshot. Pure; O(items log items)."""
+
+    taken = np.zeros(len(snap), bool)
+    evictions = []
+    for policy in spec.policies:
+        mask = policy.select(snap, now_ms) & ~taken
+        taken |= mask
+        evictions.append(Eviction(policy.kind, policy.reason, snap.ids[mask],
+                                  f"{policy.kind}: {policy.detail()}"))
+    drift = check_drift(snap, spec.drift) if spec.drift is not None else None
+    return Plan(job_id, snap.table, snap.lsn, now_ms, len(snap), evictions, drift)
+
+
+class Target(Protocol):
+    """Where a job reads its snapshot and writes its events."""
+
+    def get_job(self, job_id: str) -> events_pb2.JobCompleted | None: ...
+    def snapshot(self, table: str, *, request_ids: bool, payload: bool,
+                 features: tuple[str, ...], append_lsn: bool, progress: bool) -> Snapshot: ...
+    def evict(self, table: str, ids: np.ndarray, *, reason: int, job_id: str,
+              detail: str) -> int: ...
+    def record_job(self, job: events_pb2.JobCompleted,
+                   retrain: events_pb2.RetrainRecommended | None) -> tuple[int, int]: ...
+
+
+class EngineTarget:
+    """An in-process `replaybuf.engine.Engine`: snapshot from its LMDB view."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def get_job(self, job_id: str) -> events_pb2.JobCompleted | None:
+        return self.engine.get_job(job_id)  # type: ignore[no-any-return]
+
+    def snapshot(self, table: str, *, request_ids: bool, payload: bool,
+                 features: tuple[str, ...], append_lsn: bool = True,
+                 progress: bool = False) -> Snapshot:
+        self.engine.describe_table(table)  # TableNotFoundError with the engine's message
+        return from_view(self.engine.view, table, request_ids=request_ids, payload=payload,
+                         features=features, progress=progress)
+
+    def evict(self, table: str, ids: np.ndarray, *, reason: int, job_id: str,
+              detail: str) -> int:
+        return int(self.engine.evict(table, ids, reason=reason, job_id=job_id,
+                                     detail=detail).evicted)
+
+    def record_job(self, job: events_pb2.JobCompleted,
+                   retrain: events_pb2.RetrainRecommended | None) -> tuple[int, int]:
+        return self.engine.record_job(job, retrain)  # type: ignore[no-any-return]
+
+
+class ClientTarget:
+    """A server through `replaybuf_client.ReplayClient`.
+
+    The snapshot is the server's Export stream at its applied LSN
+    (`replaybuf.jobs.snapshot.from_export`; memory-bounded on the server). When the job needs
+    append LSNs (drift windows by LSN), or the server has no Export, it replays the server's
+    log through Subscribe instead (without follow, so it ends at the server's applied LSN)
+    with the view's rules (`replaybuf.jobs.snapshot.from_events`).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get_job(self, job_id: str) -> events_pb2.JobCompleted | None:
+        return self.client.get_job(job_id)  # type: ignore[no-any-return]
+
+    def snapshot(self, table: str, *, request_ids: bool, payload: bool,
+                 features: tuple[str, ...], append_lsn: bool = True,
+                 progress: bool = False) -> Snapshot:
+        self.client.describe_table(table)  # TableNotFoundError before a long scan
+        if not append_lsn and hasattr(self.client, "export_stream"):
+            try:
+                return from_export(self.client.export_stream(table), table,
+                                   request_ids=request_ids, payload=payload,
+                                   features=features)
+            except UnimplementedError:
+                pass  # an older server: replay its log instead
+
+        def events() -> Iterator[tuple[int, events_pb2.Event]]:
+            from tqdm import tqdm
+
+            with self.client.subscribe(1, follow=False) as sub, tqdm(
+                    desc=f"replay {table}", unit="event", disable=not progress,
+                    leave=False) as bar:
+                for lsn, ev in sub:
+                    bar.update(1)
+                    yield lsn, ev
+
+        return from_events(events(), table, request_ids=request_ids, payload=payload,
+                           features=features)
+
+    def evict(self, table: str, ids: np.ndarray, *, reason: int, job_id: str,
+              detail: str) -> int:
+        return int(self.client.evict(table, ids, reason=reason, job_id=job_id,
+                                     detail=detail).evicted)
+
+    def record_job(self, job: events_pb2.JobCompleted,
+                   retrain: events_pb2.RetrainRecommended | None) -> tuple[int, int]:
+        return self.client.record_job(job, retrain)  # type: ignore[no-any-return]
+
+
+def run_job(spec: JobSpec, target: Target, *, job_id: str | None = None, dry_run: bool = False,
+            now_ms: int | None = None, progress: bool = False) -> RunResult:
+    """Run a job once: skip if its id was recorded, else snapshot, plan, evict, record.
+
+    Args:
+        job_id: the run's id (default ``spec.name``).
+        dry_run: plan and report only; nothing is logged.
+        now_ms: reference time (default ``spec.now_ms``, else the wall clock).
+    """
+
+    started = time.monotonic()
+    job_id = job_id or spec.name
+    old = target.get_job(job_id)
+    if old is not None:
+        return RunResult("already-ran", job_id, job=old)
+    if now_ms is None:
+        now_ms = spec.now_ms if spec.now_ms is not None else int(time.time() * 1000)
+    snap = target.snapshot(spec.table, progress=progress, **snapshot_needs(spec))
+    plan = plan_job(spec, snap, job_id=job_id, now_ms=now_ms)
+    retrain = bool(plan.drift and plan.drift.retrain)
+    if dry_run:
+        return RunResult("dry-run", job_id, plan=plan, evicted_by_reason=plan.by_reason(),
+                         retrain=retrain)
+    counts: dict[str, int] = {}
+    for ev in plan.evictions:
+        for start in range(0, ev.ids.size, EVICT_BATCH):
+            n = target.evict(spec.table, ev.ids[start : start + EVICT_BATCH], reason=ev.reason,
+                             job_id=job_id, detail=ev.detail)
+            counts[ev.reason_name] = counts.get(ev.reason_name, 0) + n
+    report = plan.report()
+    report["evicted_by_reason"] = counts
+    job = events_pb2.JobCompleted(
+        job_id=job_id, table=spec.table, at_lsn=plan.at_lsn, kind=plan.kind,
+        evicted_by_reason=counts, duration_s=time.monotonic() - started,
+        report_json=json.dumps(report, sort_keys=True, default=str))
+    rec = None
+    if retrain:
+        assert plan.drift is not None
+        rec = events_pb2.RetrainRecommended(table=spec.table, job_id=job_id,
+                                            detail=plan.drift.detail,
+                                            statistics=plan.drift.statistics())
+    try:
+        lsns = target.record_job(job, rec)
+    except AlreadyExistsError:  # a concurrent run with the same id recorded first
+        return RunResult("already-ran", job_id, plan=plan, job=target.get_job(job_id))
+    return RunResult("done", job_id, plan=plan, job=job, evicted_by_reason=counts,
+                     retrain=retrain, lsns=lsns)
