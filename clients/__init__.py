@@ -22,10 +22,13 @@ from replaybuf.errors import (
     AlreadyExistsError,
     ClosedError,
     DataLossError,
+    DurabilityError,
+    EmptyBatchError,
     FailedPreconditionError,
     InvalidArgumentError,
     InvalidPriorityError,
     ItemNotFoundError,
+    LogCorruptionError,
     MessageTooLargeError,
     NotFoundError,
     PermissionDeniedError,
@@ -36,9 +39,11 @@ from replaybuf.errors import (
     TableNotFoundError,
     UnauthenticatedError,
     UnavailableError,
+    UnimplementedError,
 )
 from replaybuf.tensors import FieldSpec
 
+from ._audit import DiffResult, LabelResult, PendingReview
 from ._retry import RetryPolicy
 from ._types import (
     AppendResult,
@@ -102,4 +107,11 @@ __all__ = [
     "PermissionDeniedError",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
+    "PendingReview",
+    "LabelResult",
+    "DiffResult",
+    "EmptyBatchError",
+    "DurabilityError",
+    "LogCorruptionError",
 ]

@@ -665,10 +665,13 @@ class ReplayClient:
         ids: Any,
         priorities: Any,
         *,
+        source: str = "",
         timeout: Any = DEFAULT_TIMEOUT,
         retry: bool = False,
     ) -> UpdateResult:
         """Set new raw priorities (finite, >= 0), one per id; logged as PrioritiesUpdated.
+
+        ``source`` names who computed them (e.g. ``"learner-0"``); lineage shows it.
 
         Blocks for one round trip. Ids that were evicted meanwhile are skipped and reported.
         Not retried unless ``retry=True``: setting a priority twice is harmless to the value
@@ -681,7 +684,7 @@ class ReplayClient:
         item_ids = ids_array(ids)
         values = values_array(priorities, len(item_ids), "priorities")
         request = service_pb2.UpdatePrioritiesRequest(
-            table=table, item_ids=item_ids.tolist(), priorities=values.tolist()
+            table=table, item_ids=item_ids.tolist(), priorities=values.tolist(), source=source
         )
         response = self._unary("UpdatePriorities", request, timeout, idempotent=retry)
         return UpdateResult(int(response.lsn), np.array(response.missing_ids, dtype=np.uint64))

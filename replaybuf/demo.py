@@ -181,7 +181,7 @@ def _crash_and_recover(directory: Path) -> tuple[int, int, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path(".demo-data"))
+    parser.add_argument("--data-dir", type=Path, default=Path(".demo-data/log-demo"))
     parser.add_argument("--actors", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5000, help="environment steps per actor")
     parser.add_argument("--batch", type=int, default=64, help="transitions per ItemsAppended event")
