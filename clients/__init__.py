@@ -40,6 +40,7 @@ from replaybuf.errors import (
     UnauthenticatedError,
     UnavailableError,
     UnimplementedError,
+    ViewDamagedError,
 )
 from replaybuf.tensors import FieldSpec
 
@@ -114,4 +115,5 @@ __all__ = [
     "EmptyBatchError",
     "DurabilityError",
     "LogCorruptionError",
+    "ViewDamagedError",
 ]

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import lmdb
 import numpy as np
 
-from replaybuf.errors import DataLossError
+from replaybuf.errors import DataLossError, ViewDamagedError
 from replaybuf.table_config import TableConfig
 from replaybuf.tensors import from_tensor
 from replaybuf.v1 import events_pb2
@@ -57,13 +57,6 @@ U32 = struct.Struct(">I")
 MODEL_VERSION_BIAS = 2**63
 _V = RECORD_VERSION
 _ITEM_KINDS = ("items_evicted", "priorities_updated", "rewards_corrected", "items_sampled")
-
-
-class ViewDamagedError(DataLossError):
-    """The view cannot be used as is (damaged, or inconsistent with the log).
-
-    The engine answers it by deleting the view and rebuilding it from the log.
-    """
 
 
 class SlotSource(Protocol):

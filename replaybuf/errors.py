@@ -30,6 +30,7 @@ __all__ = [
     "RateLimitTimeoutError",
     "DataLossError",
     "LogCorruptionError",
+    "ViewDamagedError",
     "DurabilityError",
     "PermissionDeniedError",
     "UnauthenticatedError",
@@ -124,6 +125,13 @@ class LogCorruptionError(DataLossError):
     """The event log is corrupt in the middle (not a torn tail); recovery stops here."""
 
 
+class ViewDamagedError(DataLossError):
+    """The LMDB view cannot be used as is (damaged, or inconsistent with the log).
+
+    The engine answers it by deleting the view and rebuilding it from the log.
+    """
+
+
 class DurabilityError(ReplayError):
     """An fsync or write failed; the process must stop and recover from the log."""
 
@@ -155,14 +163,23 @@ class UnimplementedError(ReplayError, NotImplementedError):
 
 
 def all_error_classes() -> list[type[ReplayError]]:
-    """Every error class defined here, base first (used to build the wire mapping)."""
+    """Every error class defined in this module, base first (used to build the wire mapping).
+
+    Subclasses defined elsewhere are left out, so the mapping does not depend on which modules
+    happen to be imported.
+    """
 
     out: list[type[ReplayError]] = []
     stack: list[type[ReplayError]] = [ReplayError]
     while stack:
         cls = stack.pop(0)
         out.append(cls)
-        stack.extend(sorted(cls.__subclasses__(), key=lambda c: c.__name__))
+        stack.extend(
+            sorted(
+                (c for c in cls.__subclasses__() if c.__module__ == __name__),
+                key=lambda c: c.__name__,
+            )
+        )
     return out
 
 

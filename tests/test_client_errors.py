@@ -292,11 +292,13 @@ NO_TRAILER = {ResourceExhaustedError}
 #:   (issue 6); an RPC the servicer lacks fails with gRPC's bare UNIMPLEMENTED, no trailer.
 #: - DataLossError: a live server raises only LogCorruptionError; a CRC-valid record that is
 #:   not an event stops recovery at start, before any client can connect.
+#: - ViewDamagedError: the engine answers it itself at open by rebuilding the view.
 MAPPING_ONLY = {
     ReplayError: "INTERNAL",
     NotFoundError: "NOT_FOUND",
     UnimplementedError: "UNIMPLEMENTED",
     DataLossError: "DATA_LOSS",
+    replaybuf.errors.ViewDamagedError: "DATA_LOSS",
 }
 
 
