@@ -56,8 +56,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from bench_sum_tree import (  # noqa: E402  (shared house helpers)
-    INSTALL_HINT, PeerUnavailable, _dist_version, _git_commit, _machine, _peak_rss_mb, _rss_mb,
+from _common import (  # noqa: E402
+    INSTALL_HINT, PeerUnavailable, cpprb_version, dist_version, dist_versions, fmt, log, machine,
+    median, peak_rss_mb, print_footer, probe_peers, report_header, rss_mb, write_json,
 )
 
 SCHEMA_VERSION = 1
@@ -144,7 +145,7 @@ class OursPeer(Peer):
             from replaybuf.engine import Engine  # noqa: F401
         except ImportError as err:
             raise PeerUnavailable(f"replaybuf.engine not importable ({err})") from err
-        return _dist_version("replaybuf")
+        return dist_version("replaybuf")
 
     def __init__(self, workload: str, capacity: int, args: argparse.Namespace,
                  data_dir: Path) -> None:
@@ -190,13 +191,7 @@ class CpprbPeer(Peer):
     name = "cpprb"
     note = "cpprb.PrioritizedReplayBuffer(alpha=0.6), in memory, not durable"
 
-    @staticmethod
-    def version() -> str:
-        try:
-            from cpprb import PrioritizedReplayBuffer  # noqa: F401
-        except ImportError as err:
-            raise PeerUnavailable(f"cpprb not importable ({err}); {INSTALL_HINT}") from err
-        return _dist_version("cpprb")
+    version = staticmethod(cpprb_version)
 
     def __init__(self, workload: str, capacity: int, args: argparse.Namespace,
                  data_dir: Path) -> None:
@@ -232,8 +227,8 @@ class TorchrlPeer(Peer):
             from torchrl.data import LazyMemmapStorage, TensorDictPrioritizedReplayBuffer  # noqa
         except ImportError as err:
             raise PeerUnavailable(f"torchrl not importable ({err}); {INSTALL_HINT}") from err
-        return (f"{_dist_version('torchrl')} (torch {torch.__version__}, tensordict "
-                f"{_dist_version('tensordict')}, {torch.get_num_threads()} intra-op threads)")
+        return (f"{dist_version('torchrl')} (torch {torch.__version__}, tensordict "
+                f"{dist_version('tensordict')}, {torch.get_num_threads()} intra-op threads)")
 
     def __init__(self, workload: str, capacity: int, args: argparse.Namespace,
                  data_dir: Path) -> None:
@@ -293,22 +288,18 @@ class Cell:
     sanity: str = ""
     close_s: float | None = None
 
-    @staticmethod
-    def _med(xs: list[float]) -> float | None:
-        return float(statistics.median(xs)) if xs else None
-
     def row(self) -> dict[str, Any]:
         return {
             "workload": self.workload, "peer": self.peer, "items": self.items,
             "durable": self.durable,
-            "append_items_per_s_median": self._med(self.append_items_per_s_runs),
+            "append_items_per_s_median": median(self.append_items_per_s_runs),
             "append_items_per_s_runs": self.append_items_per_s_runs,
             "append_items_per_s_overall": self.items / self.append_total_s
             if self.append_total_s else None,
             "append_total_s": self.append_total_s,
-            "sample_transitions_per_s_median": self._med(self.sample_tps_runs),
+            "sample_transitions_per_s_median": median(self.sample_tps_runs),
             "sample_transitions_per_s_runs": self.sample_tps_runs,
-            "sample_cpu_us_per_batch_median": self._med(self.sample_cpu_us_runs),
+            "sample_cpu_us_per_batch_median": median(self.sample_cpu_us_runs),
             "rss_mb_delta_after_fill": self.rss_mb_delta_after_fill,
             "sanity": self.sanity, "close_s": self.close_s,
         }
@@ -362,6 +353,7 @@ def time_samples(peer: Peer, count: int) -> tuple[float, float]:
 def profile_ours(peer: OursPeer, args: argparse.Namespace) -> dict[str, Any]:
     """Where Engine.sample spends its time: its steps timed one by one, then cProfile."""
     from replaybuf.recorder import RecordedDraw
+    from replaybuf.table import _unique_counts
 
     engine, name, bs = peer.engine, peer.table, args.sample_batch
     k = args.profile_samples
@@ -376,7 +368,6 @@ def profile_ours(peer: OursPeer, args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         t = engine.table(name)
-        view = engine.view
         recorder = engine._recorder  # private: mirrors Engine.sample step by step
         engine.flush_samples()
         c_proc, c_main = time.process_time(), time.thread_time()
@@ -402,19 +393,18 @@ def profile_ours(peer: OursPeer, args: argparse.Namespace) -> dict[str, Any]:
             res = t._sampler.sample(bs, rng, beta=BETA)
             slots = np.asarray(res.slots, dtype=np.int64)
             t0 = rec("selector.sample (tree descent + weights)", t0)
-            uniq, counts = np.unique(slots, return_counts=True)
-            t0 = rec("np.unique(slots) for times_sampled", t0)
-            _ = {n: t._columns[n][slots] for n in t.config.field_names}
+            uniq, counts = _unique_counts(slots)
+            t0 = rec("unique slots for times_sampled", t0)
+            _ = {n: t._gather(n, slots) for n in t.config.field_names}
             t0 = rec("gather data columns", t0)
             _ = {n: a[slots] for n, a in t._lineage.items()}
-            t0 = rec("gather lineage columns", t0)
+            _ = (t._req[slots], t._src[slots], ~t._str_known[slots])
+            t0 = rec("gather lineage columns (numeric + RAM request ids/sources)", t0)
             with t.limiter.reserve_sample(bs, None):
                 draw = t.draw(bs, beta=BETA, seed=seed)
             t0 = rec("limiter + Table.draw (all of the above, under the table lock)", t0)
             recorder.submit(RecordedDraw(name, draw.ids, seed, draw.lsn, draw.retired))
             t0 = rec("recorder.submit", t0)
-            view.read_strings(draw.ids)
-            t0 = rec("view.read_strings (LMDB read of request ids/sources)", t0)
         engine.flush_samples()
         out["steps_us_median"] = {key: round(statistics.median(v), 2) for key, v in steps.items()}
         out["steps_note"] = ("rows before 'limiter + Table.draw' are the parts of Table.draw done "
@@ -452,14 +442,14 @@ def run_workload(workload: str, items: int, peers: list[str], args: argparse.Nam
     profile = None
     try:
         for name in peers:
-            rss0 = _rss_mb()
+            rss0 = rss_mb()
             peer = PEER_CLASSES[name](workload, items, args,
                                       args.data_dir / f"{workload.lower()}-{name}")
             live[name] = peer
             cell = Cell(workload, name, items, peer.durable)
             cells[name] = cell
             fill(peer, cell, pool, priorities, args.append_batch, args.runs, log)
-            cell.rss_mb_delta_after_fill = round(_rss_mb() - rss0, 1)
+            cell.rss_mb_delta_after_fill = round(rss_mb() - rss0, 1)
             cell.sanity = peer.check()
             for _ in range(args.warmup_samples):
                 peer.sample()
@@ -497,7 +487,7 @@ def _vm_hwm_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    return _peak_rss_mb()
+    return peak_rss_mb()
 
 
 def phase_main(args: argparse.Namespace) -> int:
@@ -612,10 +602,6 @@ def run_restart(data_dir: Path, table: str, items: int, args: argparse.Namespace
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, spec: str = ",.0f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def markdown_tables(rows: list[dict[str, Any]], restart: dict[str, Any] | None,
                     runs: int) -> str:
     lines = [
@@ -638,9 +624,9 @@ def markdown_tables(rows: list[dict[str, Any]], restart: dict[str, Any] | None,
         durable = "yes (fsync)" if r["durable"] else "no (in memory)"
         lines.append(
             f"| {r['workload']} ({r['items']:,}) | {r['peer']} | {durable} | "
-            f"{_fmt(r['append_items_per_s_median'])} | {_fmt(tps)} | {spread} | "
-            f"{_fmt(r['sample_cpu_us_per_batch_median'], ',.1f')} | {ratio} | "
-            f"{_fmt(ref)} | {ref_ratio} |")
+            f"{fmt(r['append_items_per_s_median'])} | {fmt(tps)} | {spread} | "
+            f"{fmt(r['sample_cpu_us_per_batch_median'], ',.1f')} | {ratio} | "
+            f"{fmt(ref)} | {ref_ratio} |")
     if restart and ("open" in restart or "rebuild" in restart):
         lines += ["", "| ours, W2 restart (fresh process per run) | items | median s | items/s | "
                       "goal | peak RSS MB (process) | first sample ms | one-off warm-up s |",
@@ -730,11 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase:
         return phase_main(args)
     started = time.time()
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    machine = _machine()
-    peers_info: dict[str, dict[str, Any]] = {}
-    available: list[str] = []
-    notes: list[str] = []
+    mach = machine()
     if "torchrl" in args.peer_list and args.torch_threads > 0:
         try:
             import torch
@@ -742,16 +724,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.torch_threads)
         except ImportError:
             pass
-    for name in args.peer_list:
-        try:
-            peers_info[name] = {"available": True, "version": PEER_CLASSES[name].version(),
-                                "durable": PEER_CLASSES[name].durable,
-                                "note": PEER_CLASSES[name].note}
-            available.append(name)
-        except PeerUnavailable as err:
-            peers_info[name] = {"available": False, "reason": str(err)}
-            notes.append(f"{name} skipped: {err}")
-            log(f"NOTE: {name} skipped: {err}")
+    peers_info, available, notes = probe_peers(
+        args.peer_list, PEER_CLASSES, lambda cls: {"durable": cls.durable, "note": cls.note})
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
     cells: list[Cell] = []
@@ -775,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     if restart is None:
         restart = {"skipped": "needs W2, ours and --restart-runs > 0"}
 
-    machine["loadavg_end"] = list(os.getloadavg())
+    mach["loadavg_end"] = list(os.getloadavg())
     rows = [c.row() for c in cells]
     ours = {r["workload"]: r for r in rows if r["peer"] == "ours"}
     for r in rows:
@@ -804,19 +778,14 @@ def main(argv: list[str] | None = None) -> int:
         "uniform in (0.001, 1.001]; ours' appends carry lineage (episode_id, step)",
         "issue reference numbers: median of 3, 2 cores, batch 256 (measured elsewhere)",
     ]
-    versions = {n: _dist_version(n) for n in ("numpy", "numba", "lmdb", "torch", "torchrl",
-                                              "tensordict", "cpprb", "replaybuf")}
+    versions = dist_versions(("numpy", "numba", "lmdb", "torch", "torchrl", "tensordict", "cpprb",
+                              "replaybuf"))
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if not k.startswith("phase")}
     report = {
-        "benchmark": "engine_w2_w3",
-        "schema_version": SCHEMA_VERSION,
-        "argv": sys.argv,
-        "git": _git_commit(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 2),
+        **report_header("engine_w2_w3", SCHEMA_VERSION, started),
         "params": params | {"alpha": ALPHA, "beta": BETA},
-        "machine": machine,
+        "machine": mach,
         "versions": versions,
         "peers": peers_info,
         "results": rows,
@@ -824,12 +793,10 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile if profile is not None else {"skipped": "needs W2, ours, profiling"},
         "goals": {"sampling": "ours >= cpprb and torchrl, while durable",
                   "open_s": GOAL_OPEN_S, "rebuild_items_per_s": GOAL_REBUILD_ITEMS_PER_S},
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "notes": notes,
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.json, report)
 
     print(f"## Engine W2/W3: append batch {args.append_batch}, sample batch {args.sample_batch}, "
           f"alpha {ALPHA}, beta {BETA}, fsync {args.fsync}, median of {args.runs} runs x "
@@ -851,12 +818,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {r['function']}: {r['tottime_us_per_sample']:.1f} own, "
                   f"{r['cumtime_us_per_sample']:.1f} cum, {r['calls_per_sample']:g} calls")
         print()
-    print(f"- machine: {machine['cpu_model']}, nproc {machine['nproc']}, load average "
-          f"{machine['loadavg_start'][0]:.2f} at start, {machine['loadavg_end'][0]:.2f} at end; "
-          f"peak RSS of this process {report['peak_rss_mb']:.0f} MB")
-    for n in notes:
-        print(f"- {n}")
-    print(f"\nJSON: {out}")
+    print_footer(mach, report["peak_rss_mb"], "peak RSS of this process", notes, out)
     return 0
 
 

@@ -10,15 +10,19 @@ every 10th append, then times `Engine.get_lineage` and `Engine.find_items` on ra
 from __future__ import annotations
 
 import argparse
-import json
-import resource
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from replaybuf.engine import Engine, EngineConfig
 from replaybuf.table_config import TableConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import peak_rss_mb, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -62,15 +66,14 @@ def main() -> None:
             ms = np.asarray(lat) * 1000
             out[name] = {q: float(np.percentile(ms, v)) for q, v in
                          (("p50_ms", 50), ("p99_ms", 99), ("max_ms", 100))}
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = peak_rss_mb()
     print(f"{'query':<12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name in ("get_lineage", "find_items"):
         r = out[name]
         print(f"{name:<12} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['max_ms']:>8.3f}")
     print(f"fill {out['fill_s']:.1f} s, peak RSS {out['peak_rss_mib']:.0f} MiB")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=2)
+        write_json(a.json, out)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +42,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    REPO_ROOT as REPO, cpu_model, fmt, median, mem_total_kib, peak_rss_kib, run_text, write_json,
+)
+
 DEFAULT_DIR = REPO / "bench" / "out"
 JSON_VERSION = 1
 
@@ -124,14 +126,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Machine description
 
 
-def _run_text(cmd: list[str], cwd: Path | None = None) -> str | None:
-    try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10,
-                              check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def machine_info(directory: Path) -> dict[str, Any]:
     info: dict[str, Any] = {
         "nproc": os.cpu_count(),
@@ -141,24 +135,16 @@ def machine_info(directory: Path) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "hostname": platform.node(),
     }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                info["mem_total_kib"] = int(line.split()[1])
-                break
-    except OSError:
-        pass
-    df = _run_text(["df", "-T", str(directory)])
+    for key, value in (("cpu_model", cpu_model()), ("mem_total_kib", mem_total_kib())):
+        if value is not None:
+            info[key] = value
+    df = run_text(["df", "-T", str(directory)])
     if df:
         fields = df.strip().splitlines()[-1].split()
         info["df"] = {"filesystem": fields[0], "fs_type": fields[1], "mount": fields[-1]}
         info["fs_type"] = fields[1]
-    rev = _run_text(["git", "rev-parse", "HEAD"], cwd=REPO)
-    dirty = _run_text(["git", "status", "--porcelain", "--", "replaybuf"], cwd=REPO)
+    rev = run_text(["git", "rev-parse", "HEAD"], cwd=REPO)
+    dirty = run_text(["git", "status", "--porcelain", "--", "replaybuf"], cwd=REPO)
     info["git_commit"] = rev.strip() if rev else None
     info["git_engine_dirty"] = bool(dirty.strip()) if dirty is not None else None
     return info
@@ -345,8 +331,7 @@ def log_run(directory: Path, policy: str, writers: int, batch_size: int, event_s
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in runs if r.get(key) is not None]
-    return statistics.median(values) if values else None
+    return median(r.get(key) for r in runs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,11 +339,7 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
 
 
 def _fmt(x: float | None, digits: int = 0) -> str:
-    if x is None:
-        return "-"
-    if digits == 0:
-        return f"{x:,.0f}"
-    return f"{x:,.{digits}f}"
+    return fmt(x, f",.{digits}f")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -498,13 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         "raw": raw,
         "results": results,
         "ratios": ratios(results, raw),
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_kib": peak_rss_kib(),
         "elapsed_s": time.perf_counter() - started,
     }
     print(markdown(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         print(f"\nwrote {args.json}")
     return 0
 

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -51,6 +49,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
+from _common import (  # noqa: E402
+    dist_versions, fmt, log, machine, peak_rss_mb, print_footer, report_header, write_json,
+)
 from _service_worker import WORKLOADS, transition_bytes  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -64,10 +65,6 @@ SETUP_HINT = ("build it with `bash bench/setup_reverb_venv.sh` (dm-reverb 0.14.0
               "2.15.1, Python 3.11, ~1.3 GB)")
 # Goals from issue 5: ours / reverb (higher is better), and p99 below Reverb's.
 GOALS = {"W2": {"insert": 5.0, "sample": 3.0}, "W3": {"insert": 1.0, "sample": 2.0}}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +312,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _fmt(v: float | None, spec: str) -> str:
-    return "n/a" if v is None else format(v, spec)
+    return fmt(v, spec, missing="n/a")
 
 
 def markdown(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> str:
@@ -338,51 +335,6 @@ def markdown(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> str:
                 f"(>= {r['goal_insert']}) | {_fmt(r['sample_ours_over_reverb'], '.2f')}x "
                 f"(>= {r['goal_sample']}) | {_fmt(r['p99_ours_over_reverb'], '.2f')} | {meets} |")
     return "\n".join(lines)
-
-
-def _machine() -> dict[str, Any]:
-    cpu_model, mem_total_mb = "unknown", None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_total_mb = int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "mem_total_mb": mem_total_mb,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "executable": sys.executable,
-        "loadavg_start": list(os.getloadavg()),
-    }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _ours_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("replaybuf", "grpcio", "protobuf", "numpy"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -440,7 +392,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
-    machine = _machine()
+    mach = machine()
     notes: list[str] = []
     systems = list(args.system_list)
     unavailable: dict[str, str] = {}
@@ -465,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             c.close()
     rows = summarize(results, systems, args)
     rat = ratios(rows)
-    machine["loadavg_end"] = list(os.getloadavg())
+    mach["loadavg_end"] = list(os.getloadavg())
     reverb_versions = next((r["systems"]["reverb"]["server_versions"] for r in results if "reverb" in r["systems"]), {})
     notes += [
         "insert = one transition per add/append call from each client process, ending with a "
@@ -477,12 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         f"W3 frames: {args.frames}; Reverb compresses chunks (zstd), ours stores raw bytes",
     ]
     report = {
-        "benchmark": "service_grpc",
-        "schema_version": SCHEMA_VERSION,
-        "argv": sys.argv,
-        "git": _git_commit(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 2),
+        **report_header("service_grpc", SCHEMA_VERSION, started),
         "params": {
             "workloads": args.workload_list,
             "workload_fields": {w: [[n, d, list(s)] for n, d, s in WORKLOADS[w]] for w in args.workload_list},
@@ -502,31 +449,24 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "quick": args.quick,
         },
-        "machine": machine,
-        "versions": {"ours": _ours_versions(), "reverb": reverb_versions},
+        "machine": mach,
+        "versions": {"ours": dist_versions(("replaybuf", "grpcio", "protobuf", "numpy")), "reverb": reverb_versions},
         "unavailable": unavailable,
         "results": results,
         "summary": rows,
         "ratios": rat,
         "goals": GOALS,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "notes": notes,
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.json, report)
 
     label = " (quick)" if args.quick else ""
     print(f"## Service over gRPC{label}: batch {args.batch}, median of {args.runs} run(s) x "
           f"{args.seconds:g} s per phase\n")
     print(markdown(rows, rat))
     print()
-    print(f"- machine: {machine['cpu_model']}, nproc {machine['nproc']}, load average "
-          f"{machine['loadavg_start'][0]:.2f} at start, {machine['loadavg_end'][0]:.2f} at end; "
-          f"driver peak RSS {report['peak_rss_mb']:.0f} MB")
-    for n in notes:
-        print(f"- {n}")
-    print(f"\nJSON: {out}")
+    print_footer(mach, report["peak_rss_mb"], "driver peak RSS", notes, out)
     return 0
 
 

@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -45,26 +42,22 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
+from _common import (  # noqa: E402
+    INSTALL_HINT, PeerUnavailable, cpprb_version, dist_version, dist_versions, log, machine,
+    median, peak_rss_mb, print_footer, probe_peers, report_header, rss_mb, write_json,
+)
 from numpy_sum_tree import NumpyPrioritizedSampler  # noqa: E402
 
 SCHEMA_VERSION = 1
 ALL_PEERS = ("ours", "torchrl", "torchrl-bare", "cpprb", "numpy")
 ALPHA = 0.6
 BETA = 0.4
-INSTALL_HINT = (
-    "install the peers with `bash bench/setup_peers_venv.sh` and run with "
-    "`.bench-venv/bin/python bench/bench_sum_tree.py`"
-)
 
 
 # --------------------------------------------------------------------------------------------
 # Peers. Each adapter gets numpy int64 slots and numpy priorities (float64, or float32 where the
 # peer stores float32 and takes float32 input: torchrl), prepared outside the timed region.
 # --------------------------------------------------------------------------------------------
-
-
-class PeerUnavailable(Exception):
-    """The peer cannot be imported in this interpreter; the message says why and how to fix."""
 
 
 class Peer:
@@ -96,7 +89,7 @@ class OursPeer(Peer):
                 f"replaybuf.selectors.PrioritizedSelector not importable ({err}); it is issue 3's "
                 "selector, skipped until it lands"
             ) from err
-        return _dist_version("replaybuf")
+        return dist_version("replaybuf")
 
     def __init__(self, capacity: int, batch_size: int, seed: int) -> None:
         from replaybuf.selectors import PrioritizedSelector
@@ -147,7 +140,7 @@ class TorchrlTrees(Peer):
             raise PeerUnavailable(
                 f"torchrl C++ segment trees not importable ({err}); {INSTALL_HINT}"
             ) from err
-        return (f"{_dist_version('torchrl')} (torch {torch.__version__}, "
+        return (f"{dist_version('torchrl')} (torch {torch.__version__}, "
                 f"{torch.get_num_threads()} intra-op threads)")
 
     def __init__(self, capacity: int, batch_size: int, seed: int) -> None:
@@ -274,13 +267,7 @@ class CpprbPeer(Peer):
     name = "cpprb"
     note = "PrioritizedReplayBuffer(env_dict={'obs': 1 float32}); sample gathers obs too"
 
-    @staticmethod
-    def version() -> str:
-        try:
-            from cpprb import PrioritizedReplayBuffer  # noqa: F401
-        except ImportError as err:
-            raise PeerUnavailable(f"cpprb not importable ({err}); {INSTALL_HINT}") from err
-        return _dist_version("cpprb")
+    version = staticmethod(cpprb_version)
 
     def __init__(self, capacity: int, batch_size: int, seed: int) -> None:
         from cpprb import PrioritizedReplayBuffer
@@ -362,70 +349,11 @@ class Cell:
 
     @property
     def pair_us_median(self) -> float | None:
-        return float(np.median(self.pair_us_runs)) if self.pair_us_runs else None
+        return median(self.pair_us_runs)
 
     @property
     def pair_cpu_us_median(self) -> float | None:
-        return float(np.median(self.pair_cpu_us_runs)) if self.pair_cpu_us_runs else None
-
-
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _machine() -> dict[str, Any]:
-    cpu_model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_total_mb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_total_mb = int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count()
-    return {
-        "nproc": nproc,
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "mem_total_mb": mem_total_mb,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "executable": sys.executable,
-        "loadavg_start": list(os.getloadavg()),
-    }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True, text=True, timeout=10, check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
+        return median(self.pair_cpu_us_runs)
 
 
 def _fill(peer: Peer, cell: Cell, priorities: np.ndarray, batch: int, budget_s: float,
@@ -528,11 +456,11 @@ def run_capacity(capacity: int, peers: list[str], args: argparse.Namespace,
         cell = Cell(capacity, name)
         cells[name] = cell
         _warm_up_once(name, args, inputs)
-        rss0 = _rss_mb()
+        rss0 = rss_mb()
         peer = PEER_CLASSES[name](capacity, args.batch_size, args.seed)
         init_p, pool = inputs[peer.priority_dtype]
         _fill(peer, cell, init_p, args.batch_size, args.fill_budget_s, timed=not slow_fill)
-        cell.rss_mb_after_fill = round(_rss_mb() - rss0, 1)
+        cell.rss_mb_after_fill = round(rss_mb() - rss0, 1)
         _sanity(peer, cell)
         for j in range(args.warmup_pairs):  # JIT compile, caches, branch predictors
             peer.sample_update(pool[j % len(pool)])
@@ -694,21 +622,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    machine = _machine()
-
-    peers_info: dict[str, dict[str, Any]] = {}
-    available: list[str] = []
-    notes: list[str] = []
-    for name in args.peer_list:
-        try:
-            version = PEER_CLASSES[name].version()
-            peers_info[name] = {"available": True, "version": version}
-            available.append(name)
-        except PeerUnavailable as err:
-            peers_info[name] = {"available": False, "reason": str(err)}
-            notes.append(f"{name} skipped: {err}")
-            log(f"NOTE: {name} skipped: {err}")
+    mach = machine()
+    peers_info, available, notes = probe_peers(args.peer_list, PEER_CLASSES)
     ref = "ours" if "ours" in available else (available[0] if available else None)
     if ref and ref != "ours":
         notes.append(f"ratios are against {ref} because ours is unavailable")
@@ -727,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = "--no-first-call" if not args.first_call else "ours unavailable"
         first_call = {"skipped": reason}
 
-    machine["loadavg_end"] = list(os.getloadavg())
+    mach["loadavg_end"] = list(os.getloadavg())
     notes += [
         "pair time = one sample of --batch-size (slots + importance weights) plus one update of "
         "those slots with new random priorities, per peer's own API; inputs pre-generated",
@@ -742,15 +657,10 @@ def main(argv: list[str] | None = None) -> int:
         "CPU µs/pair = process CPU time (all threads) per pair: steadier than wall time when "
         "other work shares the cores; ratios use wall time",
     ]
-    versions = {n: _dist_version(n) for n in
-                ("numpy", "numba", "torch", "torchrl", "tensordict", "cpprb", "replaybuf")}
+    versions = dist_versions(
+        ("numpy", "numba", "torch", "torchrl", "tensordict", "cpprb", "replaybuf"))
     report = {
-        "benchmark": "sum_tree_w1",
-        "schema_version": SCHEMA_VERSION,
-        "argv": sys.argv,
-        "git": _git_commit(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "duration_s": round(time.time() - started, 2),
+        **report_header("sum_tree_w1", SCHEMA_VERSION, started),
         "params": {
             "capacities": args.capacity_list,
             "batch_size": args.batch_size,
@@ -769,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
             "first_call": args.first_call,
             "quick": args.quick,
         },
-        "machine": machine,
+        "machine": mach,
         "versions": versions,
         "peers": peers_info,
         "reference_peer": ref,
@@ -793,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in cells
         ],
         "first_call": first_call,
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "notes": notes,
     }
     ref_med = {c.capacity: c.pair_us_median for c in cells if c.peer == ref}
@@ -802,9 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         if base and row["pair_us_median"]:
             row["ratio_vs_reference"] = row["pair_us_median"] / base
 
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.json, report)
 
     print(f"## Sum-tree W1: batch {args.batch_size}, alpha {ALPHA}, beta {BETA}, "
           f"median of {args.runs} runs x {args.pairs} pairs\n")
@@ -823,12 +731,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{fc['second_pair_s'] * 1e6:.0f} µs)")
     else:
         print(f"- first call of ours: skipped ({first_call.get('skipped', first_call.get('error'))})")
-    print(f"- machine: {machine['cpu_model']}, nproc {machine['nproc']}, load average "
-          f"{machine['loadavg_start'][0]:.2f} at start, {machine['loadavg_end'][0]:.2f} at end; "
-          f"peak RSS {report['peak_rss_mb']:.0f} MB")
-    for n in notes:
-        print(f"- {n}")
-    print(f"\nJSON: {out}")
+    print_footer(mach, report["peak_rss_mb"], "peak RSS", notes, out)
     return 0
 
 

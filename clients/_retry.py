@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from replaybuf.errors import InvalidArgumentError, UnavailableError
 
-__all__ = ["RetryPolicy", "call_with_retry"]
+__all__ = ["RetryPolicy", "call_with_retry", "reconnect_delay"]
 
 T = TypeVar("T")
 
@@ -62,6 +62,17 @@ class RetryPolicy:
         bound = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
         # The module-level generator is reseeded in fork children, so workers do not move in step.
         return random.uniform(bound / 2, bound)
+
+
+def reconnect_delay(policy: RetryPolicy, error: BaseException, failures: int) -> float | None:
+    """Seconds a stream that failed with ``error`` waits before reconnecting, after ``failures``
+    consecutive failed reconnects; None when it should give up and report ``error`` (it is not
+    UNAVAILABLE, or ``policy.max_attempts`` are spent). The caller then counts one more failure.
+    """
+
+    if not isinstance(error, UnavailableError) or failures + 1 >= policy.max_attempts:
+        return None
+    return policy.backoff(failures + 1)
 
 
 def call_with_retry(

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import queue
 import threading
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from replaybuf.errors import ClosedError, UnavailableError
+from replaybuf.errors import ClosedError
 from replaybuf.v1 import service_pb2
 
 from ._convert import decode_sample
+from ._retry import reconnect_delay
+from ._stream import StreamHandle
 from ._types import Sample
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ class _Failure:
         self.error = error
 
 
-class Sampler:
+class Sampler(StreamHandle):
     """Batches from one Sample stream, decoded ahead of the consumer.
 
     The server keeps up to ``prefetch`` batches in flight; a background thread receives and
@@ -61,18 +62,15 @@ class Sampler:
         as_torch: bool = False,
         pin_memory: bool = False,
     ) -> None:
+        super().__init__()
         self._client = client
         self._request = request
         self._as_torch = as_torch or pin_memory
         self._pin_memory = pin_memory
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._call: Any = None
         self._received = 0
         self._next_seed: int | None = request.seed if request.HasField("seed") else None
         self._done = False
-        self._closed = False
         client._register(self)
         self._thread = threading.Thread(target=self._pump, name="replaybuf-sampler", daemon=True)
         self._thread.start()
@@ -113,14 +111,8 @@ class Sampler:
     def close(self) -> None:
         """Cancel the stream and stop the thread. Idempotent; never blocks for long."""
 
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._stop.set()
-            call = self._call
-        if call is not None:
-            call.cancel()
+        if not self._cancel():
+            return
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)  # the pump polls the stop flag every 0.1 s
         # Drop prefetched batches and wake any consumer blocked in next().
@@ -134,14 +126,6 @@ class Sampler:
         except queue.Full:
             pass
         self._client._unregister(self)
-
-    def __enter__(self) -> Sampler:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- background thread -------------------------------------------------------------------
 
@@ -190,9 +174,10 @@ class Sampler:
                 if self._stop.is_set():
                     return
                 error: BaseException = self._client._map(exc)
-                if isinstance(error, UnavailableError) and failures + 1 < policy.max_attempts:
+                delay = reconnect_delay(policy, error, failures)
+                if delay is not None:
                     failures += 1
-                    if self._stop.wait(policy.backoff(failures)):
+                    if self._stop.wait(delay):
                         return
                     continue
                 self._put(_Failure(error))

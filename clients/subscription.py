@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 
-from replaybuf.errors import UnavailableError
 from replaybuf.v1 import service_pb2
 
+from ._retry import reconnect_delay
+from ._stream import StreamHandle
 from ._types import LogEvent
 
 if TYPE_CHECKING:
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["Subscription"]
 
 
-class Subscription:
+class Subscription(StreamHandle):
     """``(lsn, event)`` pairs from the server's log, in LSN order, each exactly once.
 
     It remembers the last LSN it returned; when the stream fails with UNAVAILABLE (server
@@ -41,14 +40,11 @@ class Subscription:
     def __init__(
         self, client: ReplayClient, from_lsn: int, follow: bool, tables: tuple[str, ...]
     ) -> None:
+        super().__init__()
         self._client = client
         self._follow = follow
         self._tables = tables
         self._last_lsn = from_lsn - 1
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._call: Any = None
-        self._closed = False
         self._done = False
         self._reconnects = 0
         client._register(self)
@@ -93,10 +89,11 @@ class Subscription:
                 error = self._client._map(exc)
                 with self._lock:
                     self._call = None
-                if isinstance(error, UnavailableError) and failures + 1 < policy.max_attempts:
+                delay = reconnect_delay(policy, error, failures)
+                if delay is not None:
                     failures += 1
                     self._reconnects += 1
-                    if self._stop.wait(policy.backoff(failures)):
+                    if self._stop.wait(delay):
                         raise StopIteration from None
                     continue
                 self._done = True
@@ -109,21 +106,6 @@ class Subscription:
     def close(self) -> None:
         """Cancel the stream. Idempotent; a ``next()`` blocked in another thread then stops."""
 
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._stop.set()
-            call = self._call
-        if call is not None:
-            call.cancel()
-        self._client._unregister(self)
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        if self._cancel():
+            self._client._unregister(self)
 

@@ -27,6 +27,8 @@ from replaybuf.tensors import FieldSpec, check_batch, to_batch
 from replaybuf.v1 import service_pb2
 
 from ._convert import coerce_columns, decode_ack, values_array
+from ._retry import reconnect_delay
+from ._stream import Closing
 from ._types import AppendResult, Lineage, WriterStats
 
 if TYPE_CHECKING:
@@ -94,7 +96,7 @@ def _cast_value(value: Any, spec: FieldSpec, table: str) -> np.ndarray:
     return arr
 
 
-class Writer:
+class Writer(Closing):
     """Buffers transitions and appends them in batches over one long-lived Append stream.
 
     `add` buffers one transition; every ``max_batch`` transitions (or after ``flush_interval``
@@ -382,9 +384,6 @@ class Writer:
                 self._error_raised = True
                 raise self._error
 
-    def __enter__(self) -> Writer:
-        return self
-
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -564,12 +563,12 @@ class Writer:
                 return
             if isinstance(error, UnavailableError) and not self._inflight:
                 return  # an idle stream dropped: the next batch opens a new one
-            if not isinstance(error, UnavailableError) or self._failures + 1 >= policy.max_attempts:
+            delay = reconnect_delay(policy, error, self._failures)
+            if delay is None:
                 self._fail_locked(error)
                 return
             self._failures += 1
             self._reconnecting = True
-            delay = policy.backoff(self._failures)
         aborted = self._abort.wait(delay)
         with self._lock:
             self._reconnecting = False
