@@ -112,6 +112,10 @@ class ReplayDataset(IterableDataset):  # type: ignore[type-arg]
     process**, and records the process id. A DataLoader worker (fork, spawn or forkserver)
     therefore opens its own channel; a client inherited from the parent through fork is never
     used, closed or garbage-collected in the child. Pickling drops the client.
+    Caveat: gRPC's own fork handling can abort a forked child while the *parent* has gRPC calls
+    in flight (seen rarely with a live sampler stream in the parent). When the training process
+    itself samples over gRPC while workers start, use
+    ``DataLoader(..., multiprocessing_context="spawn")``.
 
     Seeds: with ``seed`` given, worker ``w`` of ``W`` (from `torch.utils.data.get_worker_info`)
     samples with seeds ``seed + w * 2**32 + k``; the main process counts as worker 0. Without
