@@ -58,7 +58,14 @@ from replaybuf.materialize import Materialized, replay_sample
 from replaybuf.locks import FairLock
 from replaybuf.log import AppendResult, Log
 from replaybuf.recorder import RecordedDraw, SampleRecorder
-from replaybuf.results import AppendAck, EvictResult, Sample, SampleInfo, TableInfo, UpdateResult
+from replaybuf.results import (
+    AppendAck,
+    EvictResult,
+    Sample,
+    TableInfo,
+    UpdateResult,
+    sample_from_draw,
+)
 from replaybuf.table import SlotAllocator, Table
 from replaybuf.table_config import TableConfig
 from replaybuf.tensors import check_batch, to_batch
@@ -495,16 +502,8 @@ class Engine:
             req, src = self._view.read_strings(draw.ids[missing])
             request_ids[missing], sources[missing] = req, src
             t.cache_strings(draw.ids[missing], req, src)
-        request_ids, sources = request_ids.tolist(), sources.tolist()
-        lin = draw.lineage
-        info = SampleInfo(
-            item_ids=draw.ids, priorities=draw.priorities, probabilities=draw.probabilities,
-            weights=draw.weights, times_sampled=draw.times_sampled,
-            lineage=Lineage(lin["episode_id"], lin["step"], tuple(request_ids),
-                            lin["model_version"], lin["timestamp_ms"], tuple(sources)),
-            lsn=draw.lsn, seed=int(seed), table_size=draw.table_size,
-        )
-        return Sample(draw.data, info)
+        return sample_from_draw(draw, request_ids.tolist(), sources.tolist(), seed=int(seed),
+                                lsn=draw.lsn)
 
     def _record(self, draws: list[RecordedDraw]) -> None:
         events = [make_event(items_sampled=events_pb2.ItemsSampled(

@@ -34,9 +34,8 @@ import numpy as np
 from replaybuf.errors import FailedPreconditionError, InvalidArgumentError, TableNotFoundError
 from replaybuf.events import decode_event
 from replaybuf.export import Chunk, ExportInfo, NUMERIC_LINEAGE
-from replaybuf.lineage import Lineage
 from replaybuf.log import Log
-from replaybuf.results import Sample, SampleInfo
+from replaybuf.results import Sample, sample_from_draw
 from replaybuf.table import SlotAllocator, Table
 from replaybuf.table_config import TableConfig
 from replaybuf.v1 import events_pb2
@@ -224,12 +223,4 @@ def replay_sample(log: Log, table: str, at_lsn: int, batch_size: int, *, beta: f
         finally:
             t.close()
         request_ids, sources = m.read_strings(draw.ids)
-    lin = draw.lineage
-    info = SampleInfo(
-        item_ids=draw.ids, priorities=draw.priorities, probabilities=draw.probabilities,
-        weights=draw.weights, times_sampled=draw.times_sampled,
-        lineage=Lineage(lin["episode_id"], lin["step"], tuple(request_ids),
-                        lin["model_version"], lin["timestamp_ms"], tuple(sources)),
-        lsn=at_lsn, seed=int(seed), table_size=draw.table_size,
-    )
-    return Sample({k: np.array(v) for k, v in draw.data.items()}, info)
+    return sample_from_draw(draw, request_ids, sources, seed=int(seed), lsn=at_lsn, copy=True)

@@ -9,8 +9,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -178,3 +179,24 @@ class EvictResult:
     lsn: int
     evicted: int
     missing_ids: np.ndarray
+
+
+def sample_from_draw(draw: Any, request_ids: Sequence[str], sources: Sequence[str], *,
+                     seed: int, lsn: int, copy: bool = False) -> Sample:
+    """The `Sample` of a `replaybuf.table.Draw`, with its request ids and sources.
+
+    Args:
+        lsn: the LSN the draw reflects (the live view's, or the replayed one).
+        copy: copy the data columns (when the table they came from is about to close).
+    """
+
+    lin = draw.lineage
+    info = SampleInfo(
+        item_ids=draw.ids, priorities=draw.priorities, probabilities=draw.probabilities,
+        weights=draw.weights, times_sampled=draw.times_sampled,
+        lineage=Lineage(lin["episode_id"], lin["step"], tuple(request_ids),
+                        lin["model_version"], lin["timestamp_ms"], tuple(sources)),
+        lsn=lsn, seed=int(seed), table_size=draw.table_size,
+    )
+    data = {k: np.array(v) for k, v in draw.data.items()} if copy else draw.data
+    return Sample(data, info)

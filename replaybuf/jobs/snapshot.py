@@ -96,6 +96,22 @@ def _progress(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-
     return tqdm(total=total, desc=desc, unit="item", disable=not enabled, leave=False)
 
 
+def _assemble(table: str, lsn: int, cfg: TableConfig, parts: dict[str, list[np.ndarray]],
+              reqs: list[str] | None, bad: list[np.ndarray] | None,
+              fparts: dict[str, list[np.ndarray]]) -> Snapshot:
+    """One `Snapshot` from per-chunk column parts (``reqs``/``bad`` None when not asked for)."""
+
+    cols = {k: (np.concatenate(v) if v else np.empty(0, _COLS[k])) for k, v in parts.items()}
+    snap = Snapshot(table, lsn, cfg, **cols)
+    if reqs is not None:
+        snap.request_id = np.asarray(reqs, dtype=object)
+    if bad is not None:
+        snap.nonfinite = np.concatenate(bad) if bad else np.zeros(0, bool)
+    for f, chunks in fparts.items():
+        snap.features[f] = np.concatenate(chunks) if chunks else np.zeros((0, 1))
+    return snap
+
+
 def from_view(view, table: str, *, request_ids: bool = False,  # type: ignore[no-untyped-def]
               payload: bool = False, features: Sequence[str] = (),
               progress: bool = False) -> Snapshot:
@@ -149,15 +165,8 @@ def from_view(view, table: str, *, request_ids: bool = False,  # type: ignore[no
                         bad.append(nonfinite_rows(rows, cfg))
                     for f in feats:
                         fparts[f].append(_feature(rows[f]))
-    cols = {k: (np.concatenate(v) if v else np.empty(0, _COLS[k])) for k, v in parts.items()}
-    snap = Snapshot(table, lsn, cfg, **cols)
-    if request_ids:
-        snap.request_id = np.asarray(reqs, dtype=object)
-    if payload:
-        snap.nonfinite = np.concatenate(bad) if bad else np.zeros(0, bool)
-    for f in feats:
-        snap.features[f] = np.concatenate(fparts[f]) if fparts[f] else np.zeros((0, 1))
-    return snap
+    return _assemble(table, lsn, cfg, parts, reqs if request_ids else None,
+                     bad if payload else None, fparts)
 
 
 def from_export(messages: Iterable[object], table: str, *, request_ids: bool = False,
@@ -202,15 +211,9 @@ def from_export(messages: Iterable[object], table: str, *, request_ids: bool = F
             bad.append(nonfinite_rows(c.columns, cfg))
         for f in feats:
             fparts[f].append(_feature(c.columns[f]))
-    out = {k: (np.concatenate(v) if v else np.empty(0, _COLS[k])) for k, v in parts.items()}
-    snap = Snapshot(table, int(manifest.as_of_lsn), cfg, **out)
-    if request_ids:
-        snap.request_id = np.asarray(reqs, dtype=object)
-    if payload:
-        snap.nonfinite = np.concatenate(bad) if bad else np.zeros(0, bool)
-    for f in feats:
-        snap.features[f] = np.concatenate(fparts[f]) if fparts[f] else np.zeros((0, 1))
-    return snap
+    return _assemble(table, int(manifest.as_of_lsn), cfg, parts,
+                     reqs if request_ids else None, bad if payload else None,
+                     {f: fparts[f] for f in feats})
 
 
 class _Store:
