@@ -30,7 +30,6 @@ from google.protobuf import message_factory
 
 from replaybuf.engine import Engine, EngineConfig
 from replaybuf.errors import (
-    UnimplementedError,
     FailedPreconditionError,
     InvalidArgumentError,
     MessageTooLargeError,
