@@ -47,6 +47,9 @@ META_DTYPE = np.dtype(
         ("item_id", "<u8"), ("priority", "<f8"), ("times_sampled", "<u8"), ("reward", "<f8"),
         ("append_lsn", "<u8"), ("evicted_lsn", "<u8"), ("episode_id", "<u8"), ("step", "<u8"),
         ("model_version", "<i8"), ("timestamp_ms", "<i8"),
+        # Event time (ms) of the last change to ``priority`` (the append, then each
+        # PrioritiesUpdated); lets hygiene jobs tell how long a priority has been low.
+        ("priority_ms", "<i8"),
     ]
 )
 TABLE_VALUE = struct.Struct("<BIQ")  # version, table index, created LSN (+ TableConfig proto)
@@ -259,6 +262,7 @@ class Batch:
         if kind == "priorities_updated":
             vals = np.asarray(body.priorities, dtype=np.float64)[src_pos]
             recs["priority"] = vals
+            recs["priority_ms"] = ev.timestamp_ms
         else:
             vals = np.asarray(body.rewards, dtype=np.float64)[src_pos]
             recs["reward"] = vals
@@ -313,6 +317,7 @@ class Batch:
         if cfg.has_reward:
             metas["reward"] = rows[cfg.reward_field]
         metas["append_lsn"] = lsn
+        metas["priority_ms"] = ev.timestamp_ms
         for name in ("episode_id", "step", "model_version", "timestamp_ms"):
             col = getattr(lin, name)
             if len(col):

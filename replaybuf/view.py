@@ -99,7 +99,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 #: Layout version of the whole view; a different one on disk makes `View.open` rebuild.
-VIEW_FORMAT = 2  # 2: item_events and pending_reviews (issue 6); older views are rebuilt
+VIEW_FORMAT = 3  # 2: item_events, pending_reviews (issue 6); 3: META priority_ms. Older: rebuilt
 _V = RECORD_VERSION
 _DBS = ("meta", "tables", "table_stats", "items", "item_meta", "evicted_meta", "item_strings",
         "by_request", "by_episode", "by_model_version", "item_events", "pending_reviews", "jobs")
