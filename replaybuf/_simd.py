@@ -74,9 +74,18 @@ def rng_pointers(rng: np.random.Generator) -> tuple[int, int]:
     without taking the generator's lock: callers must not share it with another thread
     during the call (the table serializes access).
     """
-    iface = rng.bit_generator.ctypes
-    fn = ctypes.cast(iface.next_double, ctypes.c_void_p).value
-    return int(fn or 0), int(iface.state_address)
+    # Read numpy's ``bitgen_t`` {state, next_uint64, next_uint32, next_double, next_raw}
+    # through the generator's capsule: ``bit_generator.ctypes`` would build a fresh ctypes
+    # interface (several CFUNCTYPE casts, ~10 us) on every call.
+    ptr = _capsule_pointer(rng.bit_generator.capsule, b"BitGenerator")
+    state = ctypes.c_void_p.from_address(ptr).value
+    fn = ctypes.c_void_p.from_address(ptr + 3 * ctypes.sizeof(ctypes.c_void_p)).value
+    return int(fn or 0), int(state or 0)
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
 if _numba_config.DISABLE_JIT:  # pure-Python twins, same arithmetic

@@ -13,6 +13,7 @@ Not thread-safe: one `Batch` lives inside one write transaction of the writer th
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 import lmdb
 import numpy as np
 
+from replaybuf import draw_counts
+from replaybuf.draw_counts import Pending
 from replaybuf.errors import DataLossError, ViewDamagedError
 from replaybuf.table_config import TableConfig
 from replaybuf.tensors import from_tensor
@@ -87,6 +90,8 @@ class Applied:
             ``items_appended``), else None.
         event: the event itself.
         count: for ``items_sampled``, the number of draws in the event (present or not).
+        rows: for ``items_appended``, the decoded payloads (`row_dtype` records), so that the
+            RAM mirror does not decode the tensors again.
     """
 
     kind: str
@@ -97,6 +102,7 @@ class Applied:
     values: np.ndarray | None
     event: events_pb2.Event
     count: int = 0
+    rows: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,22 @@ def _split(raw: bytes, width: int) -> list[bytes]:
     return np.frombuffer(raw, f"V{width}").tolist()  # bytes objects, one per record
 
 
+def _broadcast(values: Any, n: int) -> list[str]:
+    """A lineage string column as n values: 0 entries -> "", 1 -> repeated, n -> as is
+    (longer or shorter lists repeat their last entry, as the engine validated them)."""
+
+    vals = list(values)
+    if len(vals) == n:
+        return vals
+    if not vals:
+        return [""] * n
+    return vals[:n] + [vals[-1]] * (n - len(vals)) if len(vals) < n else vals[:n]
+
+
+#: Key of ``by_episode`` / ``by_model_version``: u32 table, u64 value, u64 item id (big-endian).
+_INDEX_KEY = np.dtype([("table", ">u4"), ("value", ">u8"), ("id", ">u8")])
+
+
 def encode_strings(request_id: bytes, source: bytes) -> bytes:
     return (bytes([_V]) + len(request_id).to_bytes(2, "little") + request_id
             + len(source).to_bytes(2, "little") + source)
@@ -155,7 +177,8 @@ class Batch:
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *,
                  tables: dict[str, TableRecord], stats: dict[int, TableStats],
                  next_item_id: int, next_table: int,
-                 slots: Callable[[int, TableConfig], SlotSource]) -> None:
+                 slots: Callable[[int, TableConfig], SlotSource],
+                 pending: Pending | None = None) -> None:
         self.txn = txn
         self._dbs = dbs
         self.tables = dict(tables)
@@ -165,6 +188,9 @@ class Batch:
         self.next_table = next_table
         self._slots = slots
         self._sampled: dict[int, list[np.ndarray]] = {}  # table -> ids drawn, to count
+        self._gone: dict[int, list[np.ndarray]] = {}  # table -> ids evicted (draw_counts)
+        self.pending = pending if pending is not None else Pending(0)
+        self.pending_after = self.pending  # the state after this transaction (`finish`)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -225,9 +251,9 @@ class Batch:
         idx = rec.index
         ids = np.asarray(body.item_ids, dtype=np.uint64)
         if kind == "items_sampled":
-            # Counted in `finish` (one read-modify-write per item however many draws). An id
-            # not yet appended at this LSN is skipped now; one evicted later in this batch
-            # gets its count before its record moves (see below).
+            # Written in `finish` as one ``draws`` record (`replaybuf.draw_counts`), not a
+            # write per item. An id not yet appended at this LSN is skipped now; one evicted
+            # later in this batch gets its count before its record moves (see below).
             self._stats(idx).samples += ids.size
             self._sampled.setdefault(idx, []).append(ids[ids < self.next_item_id])
             return Applied(kind, lsn, idx, ids, none_i, None, ev, count=int(ids.size))
@@ -239,6 +265,10 @@ class Batch:
         src_pos = last[pos]
         slots = recs["slot"].astype(np.int64)
         if kind == "items_evicted":
+            # The final count goes into the evicted record: counters and pending draws of
+            # earlier transactions, plus this transaction's draws (taken out of `_sampled`).
+            recs["times_sampled"] = draw_counts.times_sampled(
+                self.txn, self._dbs, self.pending, idx, recs["item_id"])
             pending = self._sampled.get(idx)
             if pending:
                 drawn = np.concatenate(pending)
@@ -250,6 +280,7 @@ class Batch:
                                                       0).astype(np.uint64)
                     drawn = drawn[~hit]
                 self._sampled[idx] = [drawn]
+            self._gone.setdefault(idx, []).append(recs["item_id"].copy())
             for k in item_keys(recs["item_id"]):
                 self.txn.delete(k, db=self._dbs["items"])
                 self.txn.delete(k, db=self._dbs["item_meta"])
@@ -329,44 +360,54 @@ class Batch:
             list(zip(keys, _split(metas.tobytes(), META_DTYPE.itemsize))), append=True)[1]
         if added != 2 * n:
             raise ViewDamagedError(f"ItemsAppended at LSN {lsn}: ids {int(ids[0])}.. exist")
-        t = U32.pack(rec.index)
-        episodes = metas["episode_id"].tolist()
-        self._cursor("by_episode").putmulti(
-            [(t + U64.pack(e) + k, b"") for e, k in zip(episodes, keys)])
+        # Index keys are built as packed big-endian records in numpy, then split into bytes.
+        by = np.empty(n, _INDEX_KEY)
+        by["table"] = rec.index
         biased = metas["model_version"].astype(np.int64).view(np.uint64) ^ np.uint64(
             MODEL_VERSION_BIAS)
-        self._cursor("by_model_version").putmulti(
-            [(t + U64.pack(v) + k, b"") for v, k in zip(biased.tolist(), keys)])
-        reqs, srcs = list(lin.request_id), list(lin.source)
-        strings, by_req = [], []
-        for i in range(n):
-            r = reqs[min(i, len(reqs) - 1)].encode() if reqs else b""
-            s = srcs[min(i, len(srcs) - 1)].encode() if srcs else b""
-            if r or s:
-                strings.append((keys[i], encode_strings(r, s)))
-            if r:
-                by_req.append((t + len(r).to_bytes(2, "big") + r + keys[i], b""))
-        if strings and self._cursor("item_strings").putmulti(strings, append=True)[1] != len(
-                strings):
-            raise ViewDamagedError(f"ItemsAppended at LSN {lsn}: strings of {int(ids[0])}.. exist")
-        if by_req:
-            self._cursor("by_request").putmulti(by_req)
+        for db, value in (("by_episode", metas["episode_id"]), ("by_model_version", biased)):
+            order = np.lexsort((ids, value))  # key order, so LMDB inserts near each other
+            by["value"], by["id"] = value[order], ids[order]
+            self._cursor(db).putmulti(list(zip(_split(by.tobytes(), 20), itertools.repeat(b""))))
+        reqs = [r.encode() for r in _broadcast(lin.request_id, n)]
+        srcs = [s.encode() for s in _broadcast(lin.source, n)]
+        if any(reqs) or any(srcs):
+            if len(set(srcs)) == 1:  # one source for the batch (the usual case)
+                tail = len(srcs[0]).to_bytes(2, "little") + srcs[0]
+                values = [b"%c%b%b%b" % (_V, len(r).to_bytes(2, "little"), r, tail)
+                          for r in reqs]
+            else:
+                values = [encode_strings(r, s) for r, s in zip(reqs, srcs)]
+            strings = [(k, v) for k, v, r, s in zip(keys, values, reqs, srcs) if r or s]
+            if self._cursor("item_strings").putmulti(strings, append=True)[1] != len(strings):
+                raise ViewDamagedError(
+                    f"ItemsAppended at LSN {lsn}: strings of {int(ids[0])}.. exist")
+            t = U32.pack(rec.index)
+            by_req = [t + len(r).to_bytes(2, "big") + r + k for r, k in zip(reqs, keys) if r]
+            if by_req:
+                self._cursor("by_request").putmulti(list(zip(by_req, itertools.repeat(b""))))
         self._stats(rec.index).inserts += n
         self.next_item_id = int(ids[-1]) + 1
-        return Applied("items_appended", lsn, rec.index, ids, slots.astype(np.int64), prios, ev)
+        return Applied("items_appended", lsn, rec.index, ids, slots.astype(np.int64), prios, ev,
+                       rows=rows)
 
     # -- end of the transaction ---------------------------------------------------------------
 
-    def finish(self, lsn: int) -> None:
-        """Write the deferred sample counts, the table counters and ``applied_lsn = lsn``."""
+    def finish(self, lsn: int, *, fold_min: int = draw_counts.FOLD_MIN_DRAWS) -> None:
+        """Write this transaction's draws (`replaybuf.draw_counts`, folded when enough are
+        pending), the table counters and ``applied_lsn = lsn``. Sets `pending_after`."""
 
-        for idx, parts in self._sampled.items():
-            drawn = np.concatenate(parts) if parts else np.empty(0, np.uint64)
-            if drawn.size:
-                ids, add = np.unique(drawn, return_counts=True)
-                pos, recs = self._metas(idx, ids)
-                recs["times_sampled"] += add[pos].astype(np.uint64)
-                self._put_metas(recs)
+        drawn = {idx: np.concatenate(parts) for idx, parts in self._sampled.items() if parts}
+        gone = {idx: np.concatenate(parts) for idx, parts in self._gone.items()}
+        after = self.pending.with_new(lsn, drawn, gone)
+        stats = {**self._committed_stats, **self.stats}
+        present = sum(st.inserts - st.evictions for st in stats.values())
+        if after.should_fold(present, fold_min):
+            draw_counts.fold(self.txn, self._dbs, after)
+            self.pending_after = Pending(lsn)
+        else:
+            after.put(self.txn, self._dbs["draws"], lsn, drawn, gone)
+            self.pending_after = after
         meta = self._dbs["meta"]
         for idx, s in self.stats.items():
             self.txn.put(U32.pack(idx), STATS_VALUE.pack(_V, s.inserts, s.samples, s.evictions),

@@ -81,6 +81,8 @@ _U64_MAX = 2**64 - 1
 
 
 def _is_int(x: object) -> bool:
+    if type(x) is int:  # the usual case, without the slower ABC check
+        return True
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
@@ -170,6 +172,7 @@ class Engine:
                                      map_size=self.config.map_size,
                                      max_readers=self.config.max_readers,
                                      sync=self.config.view_sync)
+            view.fold_min = self.config.fold_draws
             self.rebuild_reason = damaged or reason
             self._view = view
             try:
@@ -479,7 +482,8 @@ class Engine:
         t = self._table(table)
         if not _is_int(batch_size) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size is {batch_size!r}; it must be an integer >= 1")
-        if not isinstance(beta, numbers.Real) or not 0.0 <= float(beta) <= 1.0:
+        if (type(beta) is not float and not isinstance(beta, numbers.Real)) or not (
+                0.0 <= float(beta) <= 1.0):
             raise InvalidArgumentError(f"beta is {beta!r}; it must be a number in [0, 1]")
         if seed is None:
             with self._seed_lock:
@@ -848,7 +852,8 @@ class Engine:
         self._check_open()
         if not _is_int(batch_size) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size is {batch_size!r}; it must be an integer >= 1")
-        if not isinstance(beta, numbers.Real) or not 0.0 <= float(beta) <= 1.0:
+        if (type(beta) is not float and not isinstance(beta, numbers.Real)) or not (
+                0.0 <= float(beta) <= 1.0):
             raise InvalidArgumentError(f"beta is {beta!r}; it must be a number in [0, 1]")
         if not _is_int(seed) or not 0 <= seed <= _U64_MAX:  # type: ignore[operator]
             raise InvalidArgumentError(

@@ -56,11 +56,17 @@ class EngineConfig:
     """Draws waiting to be logged as ItemsSampled before `Engine.sample` blocks (backpressure
     when the log cannot keep up)."""
 
+    fold_draws: int = 1 << 16
+    """Logged draws the view keeps as one record per transaction before folding them into its
+    per-item sample counters (at least this many, or 1/8 of the items if more; see
+    `replaybuf.draw_counts`). Larger: less disk write per draw, more RAM and work on open."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.log, FileLogConfig):
             raise InvalidArgumentError(f"log is {self.log!r}; pass a FileLogConfig")
         for name, lo in (("map_size", 2**16), ("max_readers", 1), ("catch_up_events", 1),
-                         ("catch_up_bytes", 1), ("max_pending_samples", 1)):
+                         ("catch_up_bytes", 1), ("max_pending_samples", 1),
+                         ("fold_draws", 1)):
             v = getattr(self, name)
             if not _is_int(v) or v < lo:
                 raise InvalidArgumentError(f"{name} is {v!r}; it must be an integer >= {lo}")

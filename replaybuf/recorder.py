@@ -92,7 +92,10 @@ class SampleRecorder:
                 self._cond.wait(0.1)
             self._pending.append(draw)
             self._submitted += 1
-            self._cond.notify_all()
+            # Wake the recorder only when it has something new to decide: the first draw of
+            # a frame, or a full frame. A wake per draw costs both threads a GIL hand-off.
+            if len(self._pending) == 1 or len(self._pending) == self._frame:
+                self._cond.notify_all()
 
     def flush_locked(self, limit: int | None = None) -> None:
         """Log up to `limit` pending draws now (all if None). The caller holds the lock."""

@@ -147,6 +147,10 @@ class Draw:
     strings_missing: np.ndarray | None = None  # True where the cache lacks them (view has)
 
 
+#: Signatures whose packed row is at most this many bytes are stored as one record array.
+_PACKED_ROW_MAX = 1024
+
+
 def _selector(cfg: SelectorConfig, capacity: int) -> Selector:
     if cfg.kind == "prioritized":
         return PrioritizedSelector(capacity, cfg.alpha, with_replacement=cfg.with_replacement)
@@ -209,11 +213,23 @@ class Table:
         self._prio = np.full(cap, -np.inf)
         self._times = np.zeros(cap, np.uint64)
         self._lineage = {name: np.zeros(cap, dt) for name, dt in LINEAGE_NUMERIC}
-        self._columns = {s.name: np.zeros((cap, *s.shape), s.dtype) for s in config.signature}
-        # Multi-dimensional fields gather fastest as one opaque row each (numpy's fancy
-        # indexing of a 2-D array iterates the inner axis per index).
-        self._rowviews = {n: c.reshape(cap, -1).view(np.dtype((np.void, c[0].nbytes)))[:, 0]
-                          for n, c in self._columns.items() if c.ndim > 1 and c[0].nbytes}
+        row = np.dtype([(s.name, s.dtype, s.shape) for s in config.signature])
+        self._field_names = tuple(config.field_names)
+        if row.itemsize <= _PACKED_ROW_MAX:
+            # Small rows (W2: 69 bytes) live in one packed record array: a sample is then one
+            # fancy index of whole records plus a contiguous copy per field.
+            self._rows: np.ndarray | None = np.zeros(cap, row)
+            self._columns = {s.name: self._rows[s.name] for s in config.signature}
+            self._rowviews: dict[str, np.ndarray] = {}
+        else:
+            # Large rows (images): one array per field, so a sample copies each byte once.
+            self._rows = None
+            self._columns = {s.name: np.zeros((cap, *s.shape), s.dtype)
+                             for s in config.signature}
+            # Multi-dimensional fields gather fastest as one opaque row each (numpy's fancy
+            # indexing of a 2-D array iterates the inner axis per index).
+            self._rowviews = {n: c.reshape(cap, -1).view(np.dtype((np.void, c[0].nbytes)))[:, 0]
+                              for n, c in self._columns.items() if c.ndim > 1 and c[0].nbytes}
         # Request id and source per slot, so a sample needs no view read. Set on append,
         # cleared on evict; after a load they are filled lazily from the view (strings_missing).
         self._req = np.full(cap, "", dtype=object)
@@ -395,8 +411,12 @@ class Table:
     def _mirror_append(self, a: Applied, live: bool) -> None:
         slots, ids, prios = a.slots, a.ids, a.values
         body = a.event.items_appended
-        for col in body.data.columns:
-            self._columns[col.name][slots] = from_tensor(col.tensor, name=col.name)
+        if a.rows is not None:  # decoded by the applier
+            for name, col in self._columns.items():
+                col[slots] = a.rows[name]
+        else:
+            for c in body.data.columns:
+                self._columns[c.name][slots] = from_tensor(c.tensor, name=c.name)
         self._ids[slots] = ids
         self._slot_of.update(zip(ids.tolist(), slots.tolist()))
         self._prio[slots] = prios
@@ -509,10 +529,15 @@ class Table:
             slots = np.asarray(res.slots, dtype=np.int64)
             uniq, counts = _unique_counts(slots)
             self._times[uniq] += counts.astype(np.uint64)
-            names = self.config.field_names if fields is None else fields
+            names = self._field_names if fields is None else fields
+            if self._rows is not None:
+                got = self._rows[slots]
+                data = {n: np.ascontiguousarray(got[n]) for n in names}
+            else:
+                data = {n: self._gather(n, slots) for n in names}
             draw = Draw(
                 ids=self._ids[slots].copy(),
-                data={n: self._gather(n, slots) for n in names},
+                data=data,
                 priorities=self._prio[slots].copy(),
                 probabilities=np.asarray(res.probabilities, dtype=np.float64),
                 weights=np.asarray(res.weights, dtype=np.float64),

@@ -85,7 +85,8 @@ from replaybuf.applier import (
     decode_strings, item_keys, row_dtype,
 )
 from replaybuf.applier import JOB_VALUE
-from replaybuf import lineage_index, review
+from replaybuf import draw_counts, lineage_index, review
+from replaybuf.draw_counts import Pending
 from replaybuf.errors import ClosedError, FailedPreconditionError, ResourceExhaustedError
 from replaybuf.locks import SharedLock
 from replaybuf.table_config import TableConfig
@@ -99,10 +100,11 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 #: Layout version of the whole view; a different one on disk makes `View.open` rebuild.
-VIEW_FORMAT = 3  # 2: item_events, pending_reviews (issue 6); 3: META priority_ms. Older: rebuilt
+VIEW_FORMAT = 4  # 2: item_events, pending_reviews; 3: META priority_ms; 4: draws, sample_counts
 _V = RECORD_VERSION
 _DBS = ("meta", "tables", "table_stats", "items", "item_meta", "evicted_meta", "item_strings",
-        "by_request", "by_episode", "by_model_version", "item_events", "pending_reviews", "jobs")
+        "by_request", "by_episode", "by_model_version", "item_events", "pending_reviews", "jobs",
+        "draws", "sample_counts")
 
 
 def open_env(path: Path, *, map_size: int, max_readers: int = 1024,
@@ -143,6 +145,9 @@ class View:
         self._next_table = 0
         self.log_id = ""
         self._closed = False
+        self._pending = Pending(0)  # draws not yet folded, as of applied_lsn
+        #: Pending draws that trigger a fold (`replaybuf.draw_counts`); tests lower it.
+        self.fold_min = draw_counts.FOLD_MIN_DRAWS
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -231,6 +236,7 @@ class View:
                 if version != _V:
                     raise ViewDamagedError(f"table stats record version {version}")
                 self._stats[U32.unpack(key)[0]] = TableStats(ins, smp, ev)
+            self._pending = Pending.read(txn, self._dbs["draws"], self.applied_lsn)
         if len(self._by_index) != self._next_table:
             raise ViewDamagedError(
                 f"{len(self._by_index)} tables but next_table {self._next_table}"
@@ -254,6 +260,27 @@ class View:
             if self._closed:
                 raise ClosedError(f"view {self.path} is closed")
             yield
+
+    def _pending_in(self, txn: lmdb.Transaction) -> Pending:
+        """The pending draws as `txn` sees them (the cached state unless a write committed
+        since the transaction began)."""
+
+        pending = self._pending
+        raw = txn.get(b"applied_lsn", db=self._dbs["meta"])
+        lsn = U64.unpack(raw)[0] if raw is not None and len(raw) == 8 else -1
+        return pending if lsn == pending.lsn else Pending.read(txn, self._dbs["draws"], lsn)
+
+    def fill_times_sampled(self, txn: lmdb.Transaction, metas: np.ndarray) -> None:
+        """Set ``times_sampled`` of `metas`, records read from ``item_meta`` in `txn` (present
+        items; writable, one table or several), from the counters (`replaybuf.draw_counts`)."""
+
+        if not metas.size:
+            return
+        pending = self._pending_in(txn)
+        for idx in np.unique(metas["table"]).tolist():
+            sel = metas["table"] == idx
+            metas["times_sampled"][sel] = draw_counts.times_sampled(
+                txn, self._dbs, pending, idx, metas["item_id"][sel])
 
     def tables(self) -> list[TableRecord]:
         """Every table, by index (creation order)."""
@@ -281,9 +308,14 @@ class View:
             raw = b"".join(txn.cursor(db=self._dbs["item_meta"]).iternext(keys=False))
             if len(raw) % META_DTYPE.itemsize:
                 raise ViewDamagedError("item_meta holds a record of the wrong size")
-            metas = np.frombuffer(raw, META_DTYPE)
+            metas = np.frombuffer(raw, META_DTYPE).copy()
             if metas.size and not (metas["version"] == _V).all():
                 raise ViewDamagedError("item_meta holds a record of an unknown version")
+            pending = self._pending_in(txn)
+            for idx in self._by_index:
+                sel = metas["table"] == idx
+                metas["times_sampled"][sel] = draw_counts.table_counts(
+                    txn, self._dbs, pending, idx, metas["item_id"][sel])
             cursor = txn.cursor(db=self._dbs["items"]).iternext(keys=False)
             single = len(self._by_index) <= 1
             joined, payloads = b"", []
@@ -341,7 +373,9 @@ class View:
                     raw = b"".join(block[i][1] for i in np.flatnonzero(keep).tolist())
                     metas = metas[keep]
                 if metas.size:
-                    yield metas.copy(), np.frombuffer(raw, dt).copy()
+                    metas = metas.copy()
+                    self.fill_times_sampled(txn, metas)
+                    yield metas, np.frombuffer(raw, dt).copy()
 
     def read_strings(self, ids: Sequence[int] | np.ndarray) -> tuple[list[str], list[str]]:
         """Request ids and sources of items (present or evicted); "" where none. O(len(ids))."""
@@ -366,8 +400,14 @@ class View:
         out: dict[int, np.void] = {}
         with self._reading(), self._env.begin() as txn:
             for db in ("evicted_meta", "item_meta"):
-                for k, v in txn.cursor(db=self._dbs[db]).getmulti(keys):
-                    out[U64.unpack(k)[0]] = np.frombuffer(v, META_DTYPE)[0]
+                found = txn.cursor(db=self._dbs[db]).getmulti(keys)
+                if not found:
+                    continue
+                recs = np.frombuffer(b"".join(v for _, v in found), META_DTYPE).copy()
+                if db == "item_meta":
+                    self.fill_times_sampled(txn, recs)
+                for (k, _), r in zip(found, recs):
+                    out[U64.unpack(k)[0]] = r
         return out
 
     def find_items(
@@ -470,14 +510,14 @@ class View:
                 with self._env.begin(write=True) as txn:
                     batch = Batch(txn, self._dbs, tables=self._tables, stats=self._stats,
                                   next_item_id=self.next_item_id, next_table=self._next_table,
-                                  slots=slots)
+                                  slots=slots, pending=self._pending)
                     out = []
                     for lsn, ev in records:
                         applied = batch.apply(lsn, ev)
                         review.apply_event(batch, self._dbs, applied)  # before indexing
                         lineage_index.index_event(txn, self._dbs, applied)
                         out.append(applied)
-                    batch.finish(records[-1][0])
+                    batch.finish(records[-1][0], fold_min=self.fold_min)
             except lmdb.MapFullError:
                 for src in touched.values():
                     src.rollback()
@@ -494,6 +534,7 @@ class View:
             self._stats.update(batch.stats)
             self.next_item_id, self._next_table = batch.next_item_id, batch.next_table
             self.applied_lsn = records[-1][0]
+            self._pending = batch.pending_after
             return out
 
     def _grow(self) -> None:
