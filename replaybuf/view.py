@@ -52,10 +52,16 @@ database              key                                       value
 ``item_events``       u64 item id, u64 LSN                      empty (`replaybuf.lineage_index`)
 ``pending_reviews``   u32 table, u64 item id                    v, u64 flag LSN, reason, author
                                                                 (`replaybuf.review`)
+``draws``             u32 table, u64 LSN, u8 kind               v, u64 ids drawn or evicted in
+                                                                one transaction (not folded)
+``sample_counts``     u32 table, u64 item id // 1024            v, 1024 u64 sample counters
 ====================  ========================================  ===============================
 
-A priority update, a reward correction or a sample count rewrites only the small fixed-size
-``item_meta`` record, never the payload. Evicting an item deletes its payload and moves its
+A priority update or a reward correction rewrites only the small fixed-size ``item_meta``
+record, never the payload. Sample counts are not in ``item_meta`` (its ``times_sampled`` is 0
+for present items and filled in by the readers here): draws are appended to ``draws`` and
+folded into ``sample_counts`` in bulk (`replaybuf.draw_counts`), so a sampled batch costs one
+small write instead of one dirty page per drawn item. Evicting an item deletes its payload and moves its
 metadata to ``evicted_meta``; index entries stay, so lineage can still find it. Opening scans
 ``item_meta`` and ``items`` with one cursor each into numpy arrays (no Python work per item).
 How each event changes these databases is `replaybuf.applier`.
