@@ -136,6 +136,12 @@ def item_keys(ids: np.ndarray) -> list[bytes]:
     return np.ascontiguousarray(ids, dtype=">u8").view("V8").tolist()  # bytes objects
 
 
+def _records(arr: np.ndarray) -> list[bytes]:
+    """One bytes object per record of a contiguous structured array (one copy)."""
+
+    return np.ascontiguousarray(arr).view(np.dtype((np.void, arr.itemsize))).tolist()
+
+
 def _split(raw: bytes, width: int) -> list[bytes]:
     return np.frombuffer(raw, f"V{width}").tolist()  # bytes objects, one per record
 
@@ -354,10 +360,9 @@ class Batch:
             if len(col):
                 metas[name] = np.asarray(col)
         keys = item_keys(ids)
-        added = self._cursor("items").putmulti(
-            list(zip(keys, _split(rows.tobytes(), rows.itemsize))), append=True)[1]
-        added += self._cursor("item_meta").putmulti(
-            list(zip(keys, _split(metas.tobytes(), META_DTYPE.itemsize))), append=True)[1]
+        added = self._cursor("items").putmulti(list(zip(keys, _records(rows))), append=True)[1]
+        added += self._cursor("item_meta").putmulti(list(zip(keys, _records(metas))),
+                                                    append=True)[1]
         if added != 2 * n:
             raise ViewDamagedError(f"ItemsAppended at LSN {lsn}: ids {int(ids[0])}.. exist")
         # Index keys are built as packed big-endian records in numpy, then split into bytes.

@@ -50,7 +50,7 @@ from replaybuf.errors import (
     InvalidPriorityError, TableNotFoundError,
 )
 from replaybuf.engine_config import EngineConfig
-from replaybuf.events import decode_event, encode_event, make_event
+from replaybuf.events import EVENT_VERSION, decode_event, encode_event, make_event
 from replaybuf.export import Chunk, write_export
 from replaybuf.file_log import FileLog
 from replaybuf.lineage import Lineage
@@ -393,8 +393,15 @@ class Engine:
                 f"{table!r}; send at most {t.config.capacity} items per append"
             )
         prios = None if priorities is None else _priorities(priorities, n, "priorities")
-        lin = Lineage.broadcast(lineage, n, now_ms=time.time_ns() // 1_000_000)
-        batch = to_batch({s.name: cols[s.name] for s in t.config.signature})
+        now_ms = time.time_ns() // 1_000_000
+        lin = Lineage.broadcast(lineage, n, now_ms=now_ms)
+        # The event is built in place (a large batch is copied into it once); ids and
+        # priorities are filled in under the writer lock.
+        append_ev = events_pb2.Event(version=EVENT_VERSION, timestamp_ms=now_ms)
+        appended = append_ev.items_appended
+        appended.table = table
+        to_batch({s.name: cols[s.name] for s in t.config.signature}, out=appended.data)
+        lin.to_proto(appended.lineage)
         with t.limiter.reserve_insert(n, timeout) as reservation:
             with self._write_lock:
                 self._check_open()
@@ -425,11 +432,9 @@ class Engine:
                         reason=events_pb2.EVICTION_REASON_CAPACITY,
                         detail=f"table full (capacity {t.config.capacity}); remover "
                                f"{t.config.remover.kind}")))
-                appended = events_pb2.ItemsAppended(table=table, item_ids=ids.tolist(),
-                                                    priorities=prios.tolist())
-                appended.data.CopyFrom(batch)
-                lin.to_proto(appended.lineage)
-                events.append(make_event(items_appended=appended))
+                appended.item_ids.extend(ids.tolist())
+                appended.priorities.extend(prios.tolist())
+                events.append(append_ev)
                 ack, _ = self._commit(events, producer_id=producer_id,
                                       producer_seq=producer_seq)
                 if ack.duplicate:

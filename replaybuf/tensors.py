@@ -140,18 +140,21 @@ def from_tensor(tensor: tensor_pb2.Tensor, *, name: str = "tensor") -> np.ndarra
     if any(d < 0 for d in shape):
         raise InvalidArgumentError(f"{name}: shape {shape} has a negative dimension")
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(tensor.data) != expected:
+    data = tensor.data  # each access of a bytes field makes a new bytes object: read it once
+    if len(data) != expected:
         raise InvalidArgumentError(
-            f"{name}: data has {len(tensor.data)} bytes but shape {shape} of {dtype} needs "
+            f"{name}: data has {len(data)} bytes but shape {shape} of {dtype} needs "
             f"{expected}; send prod(shape) * itemsize bytes"
         )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
-def to_batch(columns: Mapping[str, np.ndarray]) -> tensor_pb2.ColumnarBatch:
-    """Encode ``{field: array}`` (leading dimension = batch) as a ColumnarBatch."""
+def to_batch(columns: Mapping[str, np.ndarray],
+             out: tensor_pb2.ColumnarBatch | None = None) -> tensor_pb2.ColumnarBatch:
+    """Encode ``{field: array}`` (leading dimension = batch) as a ColumnarBatch (into `out`,
+    e.g. a field of a larger message, so that nothing is copied again)."""
 
-    batch = tensor_pb2.ColumnarBatch()
+    batch = out if out is not None else tensor_pb2.ColumnarBatch()
     for name, array in columns.items():
         col = batch.columns.add()
         col.name = name
