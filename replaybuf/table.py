@@ -39,6 +39,7 @@ import numpy as np
 from replaybuf.applier import Applied
 from replaybuf.errors import DataLossError, FailedPreconditionError
 from replaybuf.rate_limiter import RateLimiter, RateLimiterState
+from replaybuf.seeding import Reseeder
 from replaybuf.selectors import PrioritizedSelector, Selector, make_selector
 from replaybuf.table_config import SelectorConfig, TableConfig
 from replaybuf.tensors import from_tensor
@@ -236,6 +237,7 @@ class Table:
         self._src = np.full(cap, "", dtype=object)
         self._str_known = np.zeros(cap, np.bool_)
         self._retired: set[int] = set()
+        self._reseeder = Reseeder()
         self._max_p = -np.inf
         self._max_dirty = False
 
@@ -519,8 +521,8 @@ class Table:
                 priority, or a batch larger than the table without replacement).
         """
 
-        rng = np.random.default_rng(seed)
         with self._lock:
+            rng = self._reseeder.reseed(seed)  # == numpy.random.default_rng(seed)
             if self.size == 0:
                 raise FailedPreconditionError(
                     f"table {self.name!r} has no item to sample; append items first"

@@ -60,7 +60,8 @@ def test_sampling_suites_pass_without_jit() -> None:
     env = dict(os.environ, NUMBA_DISABLE_JIT="1", REPLAYBUF_SMALL_TESTS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         str(HERE / "test_sum_tree.py"), str(HERE / "test_selectors.py")],
+         str(HERE / "test_sum_tree.py"), str(HERE / "test_selectors.py"),
+         str(HERE / "test_seeding.py")],
         cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=280,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
