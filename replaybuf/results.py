@@ -94,7 +94,11 @@ class SampleInfo:
 
 @dataclass(frozen=True)
 class Sample:
-    """A sampled batch: ``data`` maps each field to an array with a leading batch dimension."""
+    """A sampled batch: ``data`` maps each field to an array with a leading batch dimension.
+
+    The arrays are the caller's own (copied out of the table), but a table with small rows
+    returns them as strided views of one gathered record array rather than contiguous
+    blocks; use ``np.ascontiguousarray`` where contiguity matters."""
 
     data: dict[str, np.ndarray]
     info: SampleInfo

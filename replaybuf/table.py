@@ -214,12 +214,16 @@ class Table:
         self._prio = np.full(cap, -np.inf)
         self._times = np.zeros(cap, np.uint64)
         self._lineage = {name: np.zeros(cap, dt) for name, dt in LINEAGE_NUMERIC}
-        row = np.dtype([(s.name, s.dtype, s.shape) for s in config.signature])
+        # Aligned fields (and a record size that is a multiple of the largest alignment), so
+        # that a field of gathered records is a well-formed strided array (torch accepts it).
+        row = np.dtype([(s.name, s.dtype, s.shape) for s in config.signature], align=True)
         self._field_names = tuple(config.field_names)
         if row.itemsize <= _PACKED_ROW_MAX:
-            # Small rows (W2: 69 bytes) live in one packed record array: a sample is then one
-            # fancy index of whole records plus a contiguous copy per field.
+            # Small rows (W2: 168 bytes) live in one record array: a sample is one fancy index
+            # of opaque records (a memcpy each; indexing the structured dtype itself would
+            # convert field by field), and each field is a strided view of that copy.
             self._rows: np.ndarray | None = np.zeros(cap, row)
+            self._rows_void = self._rows.view(np.dtype((np.void, row.itemsize)))
             self._columns = {s.name: self._rows[s.name] for s in config.signature}
             self._rowviews: dict[str, np.ndarray] = {}
         else:
@@ -533,8 +537,8 @@ class Table:
             self._times[uniq] += counts.astype(np.uint64)
             names = self._field_names if fields is None else fields
             if self._rows is not None:
-                got = self._rows[slots]
-                data = {n: np.ascontiguousarray(got[n]) for n in names}
+                got = self._rows_void[slots].view(self._rows.dtype)
+                data = {n: got[n] for n in names}
             else:
                 data = {n: self._gather(n, slots) for n in names}
             draw = Draw(

@@ -128,7 +128,7 @@ def to_tensor(array: np.ndarray, out: tensor_pb2.Tensor | None = None) -> tensor
     t = out if out is not None else tensor_pb2.Tensor()
     t.dtype = code
     t.shape[:] = arr.shape
-    t.data = np.ascontiguousarray(arr).tobytes()
+    t.data = arr.tobytes()  # C order, one copy, whether or not arr is contiguous
     return t
 
 
