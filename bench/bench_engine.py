@@ -388,14 +388,18 @@ def profile_ours(peer: OursPeer, args: argparse.Namespace) -> dict[str, Any]:
         for i in range(k):
             seed = 20_000 + i
             t0 = time.perf_counter_ns()
-            rng = np.random.default_rng(seed)
-            t0 = rec("default_rng(seed)", t0)
+            rng = t._reseeder.reseed(seed)
+            t0 = rec("reseed (== default_rng(seed))", t0)
             res = t._sampler.sample(bs, rng, beta=BETA)
             slots = np.asarray(res.slots, dtype=np.int64)
             t0 = rec("selector.sample (tree descent + weights)", t0)
             uniq, counts = _unique_counts(slots)
             t0 = rec("unique slots for times_sampled", t0)
-            _ = {n: t._gather(n, slots) for n in t.config.field_names}
+            if t._rows is not None:  # small rows: one gather of opaque records, field views
+                got = t._rows_void[slots].view(t._rows.dtype)
+                _ = {n: got[n] for n in t.config.field_names}
+            else:
+                _ = {n: t._gather(n, slots) for n in t.config.field_names}
             t0 = rec("gather data columns", t0)
             _ = {n: a[slots] for n, a in t._lineage.items()}
             _ = (t._req[slots], t._src[slots], ~t._str_known[slots])
