@@ -107,13 +107,28 @@ class Pending:
         return self.total >= max(fold_min, present_items // 8)
 
     def draw_counts(self, table: int, ids: np.ndarray) -> np.ndarray:
-        """Pending draws of each of `ids` (uint64, aligned with ids). O(len(ids) log P) once
-        the sorted ids of the table are cached (O(P log P) the first time per state)."""
+        """Pending draws of each of `ids` (uint64, aligned with ids). A few ids: O(P log k)
+        without caching; many: O(len(ids) log P) once the state's sorted draws are cached
+        (O(P log P) the first time per state)."""
 
+        ids = np.asarray(ids, np.uint64)
         srt = self._sorted.get(table)
         if srt is None:
-            srt = self._sorted[table] = np.sort(_concat(self.drawn.get(table, ())))
-        ids = np.asarray(ids, np.uint64)
+            parts = self.drawn.get(table, ())
+            pending = sum(p.size for p in parts)
+            if not pending or not ids.size:
+                return np.zeros(ids.size, np.uint64)
+            if ids.size * 64 < pending:
+                # A few ids (an eviction) against many draws: count the draws falling on them
+                # instead of sorting every draw of a state that may change right after.
+                keys, back = np.unique(ids, return_inverse=True)
+                hits = np.zeros(keys.size, np.uint64)
+                for part in parts:
+                    pos = np.minimum(np.searchsorted(keys, part), keys.size - 1)
+                    hit = keys[pos] == part
+                    hits += np.bincount(pos[hit], minlength=keys.size).astype(np.uint64)
+                return hits[back.reshape(-1)]
+            srt = self._sorted[table] = np.sort(_concat(parts))
         if not srt.size or not ids.size:
             return np.zeros(ids.size, np.uint64)
         return (np.searchsorted(srt, ids, "right") - np.searchsorted(srt, ids, "left")).astype(

@@ -96,3 +96,17 @@ def test_a_fold_writes_each_touched_chunk_once_not_each_draw(tmp_path):
         got = draw_counts.times_sampled(txn, dbs, Pending(1), 0, np.arange(8 * CHUNK))
     assert (got == np.bincount(drawn.astype(np.int64), minlength=8 * CHUNK)).all()
     env.close()
+
+
+def test_few_ids_against_many_draws_count_the_same_as_the_sorted_path():
+    rng = np.random.default_rng(3)
+    parts = tuple(rng.integers(0, 5000, 3000).astype(np.uint64) for _ in range(4))
+    ids = np.array([7, 4999, 12, 7, 6000, 0], np.uint64)  # repeats and absent ids too
+    state = Pending(1, {0: parts}, {}, sum(p.size for p in parts))
+    few = state.draw_counts(0, ids)  # 6 * 64 < 12000 draws: the uncached path
+    everything = np.concatenate(parts)
+    want = np.array([(everything == i).sum() for i in ids.tolist()], np.uint64)
+    assert (few == want).all()
+    many = state.draw_counts(0, np.arange(5000, dtype=np.uint64))  # builds the sorted cache
+    assert (many == np.bincount(everything.astype(np.int64), minlength=5000)).all()
+    assert (state.draw_counts(0, ids) == want).all()  # now through the cache
