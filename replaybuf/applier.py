@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import lmdb
 import numpy as np
 
-from replaybuf import draw_counts
-from replaybuf.draw_counts import Pending
+from replaybuf import hot_meta
+from replaybuf.hot_meta import Pending, PrioUpdates
 from replaybuf.errors import DataLossError, ViewDamagedError
 from replaybuf.table_config import TableConfig
 from replaybuf.tensors import from_tensor
@@ -194,7 +194,8 @@ class Batch:
         self.next_table = next_table
         self._slots = slots
         self._sampled: dict[int, list[np.ndarray]] = {}  # table -> ids drawn, to count
-        self._gone: dict[int, list[np.ndarray]] = {}  # table -> ids evicted (draw_counts)
+        self._gone: dict[int, list[np.ndarray]] = {}  # table -> ids evicted (hot_meta)
+        self._prios: dict[int, list[PrioUpdates]] = {}  # table -> priority updates (hot_meta)
         self.pending = pending if pending is not None else Pending(0)
         self.pending_after = self.pending  # the state after this transaction (`finish`)
 
@@ -257,7 +258,7 @@ class Batch:
         idx = rec.index
         ids = np.asarray(body.item_ids, dtype=np.uint64)
         if kind == "items_sampled":
-            # Written in `finish` as one ``draws`` record (`replaybuf.draw_counts`), not a
+            # Written in `finish` as one ``draws`` record (`replaybuf.hot_meta`), not a
             # write per item. An id not yet appended at this LSN is skipped now; one evicted
             # later in this batch gets its count before its record moves (see below).
             self._stats(idx).samples += ids.size
@@ -273,8 +274,13 @@ class Batch:
         if kind == "items_evicted":
             # The final count goes into the evicted record: counters and pending draws of
             # earlier transactions, plus this transaction's draws (taken out of `_sampled`).
-            recs["times_sampled"] = draw_counts.times_sampled(
-                self.txn, self._dbs, self.pending, idx, recs["item_id"])
+            # Likewise its newest priority: chunks and pending, then this transaction's.
+            hot_meta.fill(self.txn, self._dbs, self.pending, idx, recs)
+            own = self._prios.get(idx)
+            if own:
+                found, vals, ms = Pending(0, prios={idx: tuple(own)}).newest_priorities(
+                    idx, recs["item_id"])
+                recs["priority"][found], recs["priority_ms"][found] = vals[found], ms[found]
             pending = self._sampled.get(idx)
             if pending:
                 drawn = np.concatenate(pending)
@@ -297,13 +303,15 @@ class Batch:
             self._slots(idx, rec.config).free(slots)
             return Applied(kind, lsn, idx, recs["item_id"].copy(), slots, None, ev)
         if kind == "priorities_updated":
+            # Not a rewrite of each record: one ``draws`` record per transaction (`finish`).
             vals = np.asarray(body.priorities, dtype=np.float64)[src_pos]
-            recs["priority"] = vals
-            recs["priority_ms"] = ev.timestamp_ms
-        else:
-            vals = np.asarray(body.rewards, dtype=np.float64)[src_pos]
-            recs["reward"] = vals
-            recs["flags"] |= FLAG_CORRECTED
+            self._prios.setdefault(idx, []).append(PrioUpdates(
+                recs["item_id"].copy(), vals, np.full(vals.size, ev.timestamp_ms, np.int64),
+                np.full(vals.size, lsn, np.uint64)))
+            return Applied(kind, lsn, idx, recs["item_id"].copy(), slots, vals, ev)
+        vals = np.asarray(body.rewards, dtype=np.float64)[src_pos]
+        recs["reward"] = vals
+        recs["flags"] |= FLAG_CORRECTED
         self._put_metas(recs)
         return Applied(kind, lsn, idx, recs["item_id"].copy(), slots, vals, ev)
 
@@ -398,20 +406,22 @@ class Batch:
 
     # -- end of the transaction ---------------------------------------------------------------
 
-    def finish(self, lsn: int, *, fold_min: int = draw_counts.FOLD_MIN_DRAWS) -> None:
-        """Write this transaction's draws (`replaybuf.draw_counts`, folded when enough are
-        pending), the table counters and ``applied_lsn = lsn``. Sets `pending_after`."""
+    def finish(self, lsn: int, *, fold_min: int = hot_meta.FOLD_MIN) -> None:
+        """Write this transaction's draws, evictions and priority updates (`replaybuf.hot_meta`,
+        folded when enough are pending), the table counters and ``applied_lsn = lsn``. Sets
+        `pending_after`."""
 
         drawn = {idx: np.concatenate(parts) for idx, parts in self._sampled.items() if parts}
         gone = {idx: np.concatenate(parts) for idx, parts in self._gone.items()}
-        after = self.pending.with_new(lsn, drawn, gone)
+        prios = {idx: PrioUpdates.join(ups) for idx, ups in self._prios.items()}
+        after = self.pending.with_new(lsn, drawn, gone, prios)
         stats = {**self._committed_stats, **self.stats}
         present = sum(st.inserts - st.evictions for st in stats.values())
         if after.should_fold(present, fold_min):
-            draw_counts.fold(self.txn, self._dbs, after)
+            hot_meta.fold(self.txn, self._dbs, after)
             self.pending_after = Pending(lsn)
         else:
-            after.put(self.txn, self._dbs["draws"], lsn, drawn, gone)
+            after.put(self.txn, self._dbs["draws"], lsn, drawn, gone, prios)
             self.pending_after = after
         meta = self._dbs["meta"]
         for idx, s in self.stats.items():

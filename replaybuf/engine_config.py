@@ -57,9 +57,10 @@ class EngineConfig:
     when the log cannot keep up)."""
 
     fold_draws: int = 1 << 16
-    """Logged draws the view keeps as one record per transaction before folding them into its
-    per-item sample counters (at least this many, or 1/8 of the items if more; see
-    `replaybuf.draw_counts`). Larger: less disk write per draw, more RAM and work on open."""
+    """Sample draws and priority updates the view keeps as one record per transaction before
+    folding them into its dense per-item arrays (at least this many, or 1/8 of the items if
+    more; see `replaybuf.hot_meta`). Larger: less disk write per change, more RAM and work on
+    open."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.log, FileLogConfig):

@@ -9,8 +9,12 @@ the same LMDB transaction (so it is exactly-once with ``applied_lsn`` and rebuil
 view). One empty-valued key ``u64 item id, u64 LSN`` (big-endian, 16 bytes) per item an event
 actually changed:
 
-* ``items_appended``, ``priorities_updated``, ``rewards_corrected``, ``items_evicted``: the
-  items the applier reports as affected (absent ids are skipped, as the applier skips them).
+* ``rewards_corrected`` and ``items_evicted``: the items the applier reports as affected
+  (absent ids are skipped, as the applier skips them).
+* ``items_appended`` is not indexed: the item's record keeps its ``append_lsn``.
+* ``priorities_updated`` entries are written in bulk when the view folds its hot metadata
+  (`replaybuf.hot_meta`, in key order, instead of one random insert per item per learner
+  step); until then they are found among the view's pending updates (`View.pending_update_lsns`).
 * ``items_flagged_for_review`` and ``label_applied``: the items `replaybuf.review` flagged or
   labelled (present, respectively pending).
 * ``items_sampled`` is **not** indexed: draws are the most frequent event (batch size per
@@ -45,8 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["ItemHistory", "index_event", "item_lsns", "item_history", "reduce_event"]
 
 _INDEXED = frozenset({
-    "items_appended", "priorities_updated", "rewards_corrected", "items_evicted",
-    "items_flagged_for_review", "label_applied",
+    "rewards_corrected", "items_evicted", "items_flagged_for_review", "label_applied",
 })
 
 
@@ -117,7 +120,10 @@ def item_history(view: View, log: Log, item_id: int) -> ItemHistory:
             f"no item ever had id {item_id} (ids so far are 1..{view.next_item_id - 1})"
         )
     with view.reading() as (txn, dbs):
-        lsns = item_lsns(txn, dbs, item_id)
+        found_lsns = set(item_lsns(txn, dbs, item_id))
+        found_lsns.update(view.pending_update_lsns(txn, int(rec["table"]), item_id))
+    found_lsns.add(int(rec["append_lsn"]))
+    lsns = sorted(found_lsns)
     entries = []
     for lsn in lsns:
         found = next(iter(log.read(lsn, lsn)), None)

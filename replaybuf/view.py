@@ -52,16 +52,20 @@ database              key                                       value
 ``item_events``       u64 item id, u64 LSN                      empty (`replaybuf.lineage_index`)
 ``pending_reviews``   u32 table, u64 item id                    v, u64 flag LSN, reason, author
                                                                 (`replaybuf.review`)
-``draws``             u32 table, u64 LSN, u8 kind               v, u64 ids drawn or evicted in
-                                                                one transaction (not folded)
+``draws``             u32 table, u64 LSN, u8 kind               v, ids drawn, ids evicted, or
+                                                                priority updates (ids, values,
+                                                                times) of one transaction
 ``sample_counts``     u32 table, u64 item id // 1024            v, 1024 u64 sample counters
+``priority_chunks``   u32 table, u64 item id // 1024            v, 1024 f64 priorities (NaN:
+                                                                unset), 1024 i64 times (ms)
 ====================  ========================================  ===============================
 
-A priority update or a reward correction rewrites only the small fixed-size ``item_meta``
-record, never the payload. Sample counts are not in ``item_meta`` (its ``times_sampled`` is 0
-for present items and filled in by the readers here): draws are appended to ``draws`` and
-folded into ``sample_counts`` in bulk (`replaybuf.draw_counts`), so a sampled batch costs one
-small write instead of one dirty page per drawn item. Evicting an item deletes its payload and moves its
+A reward correction rewrites only the small fixed-size ``item_meta`` record, never the payload.
+Sample counts and priority updates do not even do that (``item_meta`` keeps the append-time
+priority and a zero count, and the readers here fill in the current values): they are
+appended to ``draws`` and folded into the chunk arrays in bulk (`replaybuf.hot_meta`), so a
+sampled batch or a learner's priority update costs one small write instead of one dirty page
+per item. Evicting an item deletes its payload and moves its
 metadata to ``evicted_meta``; index entries stay, so lineage can still find it. Opening scans
 ``item_meta`` and ``items`` with one cursor each into numpy arrays (no Python work per item).
 How each event changes these databases is `replaybuf.applier`.
@@ -91,8 +95,8 @@ from replaybuf.applier import (
     decode_strings, item_keys, row_dtype,
 )
 from replaybuf.applier import JOB_VALUE
-from replaybuf import draw_counts, lineage_index, review
-from replaybuf.draw_counts import Pending
+from replaybuf import hot_meta, lineage_index, review
+from replaybuf.hot_meta import Pending
 from replaybuf.errors import ClosedError, FailedPreconditionError, ResourceExhaustedError
 from replaybuf.locks import SharedLock
 from replaybuf.table_config import TableConfig
@@ -106,11 +110,11 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 #: Layout version of the whole view; a different one on disk makes `View.open` rebuild.
-VIEW_FORMAT = 4  # 2: item_events, pending_reviews; 3: META priority_ms; 4: draws, sample_counts
+VIEW_FORMAT = 5  # 2: item_events, pending_reviews; 3: META priority_ms; 4-5: hot_meta
 _V = RECORD_VERSION
 _DBS = ("meta", "tables", "table_stats", "items", "item_meta", "evicted_meta", "item_strings",
         "by_request", "by_episode", "by_model_version", "item_events", "pending_reviews", "jobs",
-        "draws", "sample_counts")
+        "draws", "sample_counts", "priority_chunks")
 
 
 def open_env(path: Path, *, map_size: int, max_readers: int = 1024,
@@ -151,9 +155,9 @@ class View:
         self._next_table = 0
         self.log_id = ""
         self._closed = False
-        self._pending = Pending(0)  # draws not yet folded, as of applied_lsn
-        #: Pending draws that trigger a fold (`replaybuf.draw_counts`); tests lower it.
-        self.fold_min = draw_counts.FOLD_MIN_DRAWS
+        self._pending = Pending(0)  # hot metadata not yet folded, as of applied_lsn
+        #: Pending changes that trigger a fold (`replaybuf.hot_meta`); tests lower it.
+        self.fold_min = hot_meta.FOLD_MIN
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -276,17 +280,28 @@ class View:
         lsn = U64.unpack(raw)[0] if raw is not None and len(raw) == 8 else -1
         return pending if lsn == pending.lsn else Pending.read(txn, self._dbs["draws"], lsn)
 
-    def fill_times_sampled(self, txn: lmdb.Transaction, metas: np.ndarray) -> None:
-        """Set ``times_sampled`` of `metas`, records read from ``item_meta`` in `txn` (present
-        items; writable, one table or several), from the counters (`replaybuf.draw_counts`)."""
+    def pending_update_lsns(self, txn: lmdb.Transaction, table: int, item_id: int) -> list[int]:
+        """LSNs of priority updates of an item not yet in the lineage index (`hot_meta`)."""
+
+        return self._pending_in(txn).update_lsns(table, item_id)
+
+    def fill_hot(self, txn: lmdb.Transaction, metas: np.ndarray) -> None:
+        """Set ``times_sampled``, ``priority`` and ``priority_ms`` of `metas`, records read from
+        ``item_meta`` in `txn` (present items; writable; one table or several), from where
+        the view keeps them (`replaybuf.hot_meta`)."""
 
         if not metas.size:
             return
         pending = self._pending_in(txn)
-        for idx in np.unique(metas["table"]).tolist():
-            sel = metas["table"] == idx
-            metas["times_sampled"][sel] = draw_counts.times_sampled(
-                txn, self._dbs, pending, idx, metas["item_id"][sel])
+        tables = np.unique(metas["table"])
+        if tables.size == 1:
+            hot_meta.fill(txn, self._dbs, pending, int(tables[0]), metas)
+            return
+        for idx in tables.tolist():
+            sel = np.flatnonzero(metas["table"] == idx)
+            part = metas[sel]
+            hot_meta.fill(txn, self._dbs, pending, idx, part)
+            metas[sel] = part
 
     def tables(self) -> list[TableRecord]:
         """Every table, by index (creation order)."""
@@ -319,9 +334,10 @@ class View:
                 raise ViewDamagedError("item_meta holds a record of an unknown version")
             pending = self._pending_in(txn)
             for idx in self._by_index:
-                sel = metas["table"] == idx
-                metas["times_sampled"][sel] = draw_counts.table_counts(
-                    txn, self._dbs, pending, idx, metas["item_id"][sel])
+                sel = np.flatnonzero(metas["table"] == idx)
+                part = metas[sel]
+                hot_meta.fill(txn, self._dbs, pending, idx, part, scan=True)
+                metas[sel] = part
             cursor = txn.cursor(db=self._dbs["items"]).iternext(keys=False)
             single = len(self._by_index) <= 1
             joined, payloads = b"", []
@@ -380,7 +396,7 @@ class View:
                     metas = metas[keep]
                 if metas.size:
                     metas = metas.copy()
-                    self.fill_times_sampled(txn, metas)
+                    self.fill_hot(txn, metas)
                     yield metas, np.frombuffer(raw, dt).copy()
 
     def read_strings(self, ids: Sequence[int] | np.ndarray) -> tuple[list[str], list[str]]:
@@ -411,7 +427,7 @@ class View:
                     continue
                 recs = np.frombuffer(b"".join(v for _, v in found), META_DTYPE).copy()
                 if db == "item_meta":
-                    self.fill_times_sampled(txn, recs)
+                    self.fill_hot(txn, recs)
                 for (k, _), r in zip(found, recs):
                     out[U64.unpack(k)[0]] = r
         return out
