@@ -21,7 +21,10 @@ Modes:
 Timed phases: every active client prepares (opens its writer / sample stream and takes one warm-up
 batch), then all start at one wall-clock instant and stop at start + seconds. Inserts count the
 transitions added before the stop and end with a flush (acks included in the time). Samples count
-whole batches; latency = wall time of each `next()` (what a learner waits per batch).
+whole batches; latency = wall time of each `next()` (what a learner waits per batch). For ours,
+each client also reads the table's sampled-items count (DescribeTable) at the start and the end of
+the window, so the driver can report the items the server drew in the window: a sampler that draws
+ahead during the pause before the window would otherwise look faster than the server draws.
 """
 
 from __future__ import annotations
@@ -105,11 +108,12 @@ def columns_from_pool(pool: list[dict[str, Any]], start: int, n: int) -> dict[st
 
 
 class OursSystem:
-    def __init__(self, address: str, workload: str) -> None:
+    def __init__(self, address: str, workload: str, prefetch: int = 2) -> None:
         from replaybuf_client import ReplayClient
 
         self.client = ReplayClient(address, timeout=120.0)
         self.workload = workload
+        self.prefetch = prefetch
 
     def setup(self, items: int) -> dict[str, Any]:
         sig = {n: (np.dtype(d), s) if s else np.dtype(d) for n, d, s in WORKLOADS[self.workload]}
@@ -136,13 +140,18 @@ class OursSystem:
         return n
 
     def sampler(self, batch: int, seed: int) -> Any:
-        s = self.client.sampler(TABLE, batch, beta=BETA, seed=seed, prefetch=2)
+        s = self.client.sampler(TABLE, batch, beta=BETA, seed=seed, prefetch=self.prefetch)
         self._closers = [s]
         return lambda: next(s)
 
     def close_sampler(self) -> None:
         for s in getattr(self, "_closers", []):
             s.close()
+
+    def items_drawn(self) -> int | None:
+        """Items the server has drawn from the table so far (every draw counts)."""
+
+        return int(self.client.describe_table(TABLE).rate_limiter.samples)
 
     def close(self) -> None:
         self.client.close()
@@ -232,7 +241,7 @@ def _sleep_until(t: float) -> None:
 
 def _make_system(opts: dict[str, Any]) -> Any:
     if opts["system"] == "ours":
-        return OursSystem(opts["address"], opts["workload"])
+        return OursSystem(opts["address"], opts["workload"], opts.get("prefetch", 2))
     return ReverbSystem(opts["address"], opts["workload"], opts.get("reverb_sample", "dataset"))
 
 
@@ -283,14 +292,18 @@ def client_main(conn: Any, index: int, opts: dict[str, Any]) -> None:
                 conn.send({"prepared": True})
                 start_at, end_at = conn.recv()
                 lat: list[float] = []
+                counts = getattr(system, "items_drawn", lambda: None)
                 _sleep_until(start_at)
+                drawn0 = counts()
                 while time.time() < end_at:
                     t = time.perf_counter()
                     draw()
                     lat.append(time.perf_counter() - t)
                 done_at = time.time()
+                drawn1 = counts()
                 system.close_sampler()
-                conn.send({"n": len(lat) * cmd["batch"], "done_at": done_at, "lat": lat})
+                conn.send({"n": len(lat) * cmd["batch"], "done_at": done_at, "lat": lat,
+                           "drawn": None if drawn0 is None else (drawn0, drawn1)})
             else:
                 conn.send({"error": f"unknown op {op!r}"})
         except BaseException as exc:  # noqa: BLE001
@@ -313,6 +326,7 @@ def run_clients(args: argparse.Namespace) -> int:
     opts = {
         "system": args.system, "address": args.address, "workload": args.workload,
         "pool": args.pool, "seed": args.seed, "frames": args.frames, "reverb_sample": args.reverb_sample,
+        "prefetch": args.prefetch,
     }
     conns, procs = [], []
     for i in range(args.procs):
@@ -366,6 +380,9 @@ def run_clients(args: argparse.Namespace) -> int:
                                lat_ms_p50=float(np.percentile(lat, 50)) if lat.size else None,
                                lat_ms_p99=float(np.percentile(lat, 99)) if lat.size else None,
                                lat_ms_max=float(lat.max()) if lat.size else None)
+                    drawn = [r["drawn"] for r in res if r.get("drawn") is not None]
+                    if drawn:  # every client reads the same table: first read to last
+                        out["items_drawn"] = max(d[1] for d in drawn) - min(d[0] for d in drawn)
                 _reply(out)
             except Exception as exc:  # noqa: BLE001
                 _reply({"error": f"{type(exc).__name__}: {exc}"})
@@ -420,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", choices=("blocky", "noise"), default="blocky")
     p.add_argument("--reverb-sample", choices=("dataset", "client"), default="dataset")
+    p.add_argument("--prefetch", type=int, default=2, help="ours: the sampler's prefetch")
     args = p.parse_args(argv)
     if args.mode == "serve":
         return run_reverb_server(args)

@@ -10,8 +10,9 @@ Per workload, system and number of concurrent clients (--clients), each run meas
           (num_keep_alive_refs=1, so chunks of length 1), `append` + `create_item(priority 1.0)`
           per step, at most 1024 unconfirmed items (`flush(block_until_num_items=1024)`), in RAM.
   sample  transitions/s and per-batch latency p50/p99 (wall time of each `next()`), batch
-          --batch (256). ours: `ReplayClient.sampler(batch, beta=0.4, prefetch=2)` (one Sample
-          stream). reverb: `TrajectoryDataset.from_table_signature(max_in_flight_samples_per_
+          --batch (256), and the items the server drew meanwhile (ours). ours:
+          `ReplayClient.sampler(batch, beta=0.4, prefetch=--prefetch)` (one SampleStream: at
+          most that many batches drawn and not yet consumed; default 2). reverb: `TrajectoryDataset.from_table_signature(max_in_flight_samples_per_
           worker=2*batch).batch(batch).prefetch(2)` (its C++ tf.data path, the fastest Python
           path; `--reverb-sample client` uses `reverb.Client.sample` instead).
 Clients are separate processes (multiprocessing, spawn): one interpreter and GIL per client.
@@ -157,7 +158,8 @@ class Clients:
     def __init__(self, system: str, procs: int, args: argparse.Namespace) -> None:
         py = sys.executable if system == "ours" else REVERB_PYTHON[0]
         cmd = [py, str(WORKER), "clients", "--system", system, "--procs", str(procs), "--pool", str(args.pool),
-               "--seed", str(args.seed), "--frames", args.frames, "--reverb-sample", args.reverb_sample]
+               "--seed", str(args.seed), "--frames", args.frames, "--reverb-sample", args.reverb_sample,
+               "--prefetch", str(args.prefetch)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL if system == "reverb" else None,
@@ -243,9 +245,13 @@ def run_workload(workload: str, systems: list[str], clients: dict[str, Clients],
                             cmd["batch"] = args.batch
                         r = clients[s].call(**cmd)
                         r["items_per_s"] = r["n"] / r["wall_s"]
+                        if r.get("items_drawn") is not None:
+                            r["drawn_per_s"] = r["items_drawn"] / r["wall_s"]
                         out["systems"][s]["runs"].setdefault(f"{op}/{k}", []).append(r)
                         extra = (f", p50 {r['lat_ms_p50']:.1f} ms, p99 {r['lat_ms_p99']:.1f} ms"
                                  if op == "sample" and r.get("lat_ms_p50") is not None else "")
+                        if r.get("drawn_per_s") is not None:
+                            extra += f", server drew {r['drawn_per_s']:,.0f}/s"
                         log(f"[{workload}] run {run + 1}/{args.runs} {s:<6} {op:<6} clients={k}: "
                             f"{r['items_per_s']:,.0f} transitions/s{extra}")
         for s in systems:
@@ -278,6 +284,7 @@ def summarize(results: list[dict[str, Any]], systems: list[str], args: argparse.
                     "workload": wl["workload"], "clients": k, "system": s,
                     "insert_per_s": med([r["items_per_s"] for r in ins]),
                     "sample_per_s": med([r["items_per_s"] for r in smp]),
+                    "sample_drawn_per_s": med([r["drawn_per_s"] for r in smp if r.get("drawn_per_s") is not None]),
                     "sample_p50_ms": med([r["lat_ms_p50"] for r in smp if r.get("lat_ms_p50") is not None]),
                     "sample_p99_ms": med([r["lat_ms_p99"] for r in smp if r.get("lat_ms_p99") is not None]),
                     "server_rss_mb": mem.get("rss_mb"),
@@ -317,12 +324,13 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def markdown(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> str:
     lines = ["| workload | clients | system | insert transitions/s | sample transitions/s | "
-             "sample p50 ms | sample p99 ms | server RSS MiB (peak) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+             "drawn by server/s | sample p50 ms | sample p99 ms | server RSS MiB (peak) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['workload']} | {r['clients']} | {r['system']} | {_fmt(r['insert_per_s'], ',.0f')} | "
-            f"{_fmt(r['sample_per_s'], ',.0f')} | {_fmt(r['sample_p50_ms'], '.1f')} | "
+            f"{_fmt(r['sample_per_s'], ',.0f')} | {_fmt(r.get('sample_drawn_per_s'), ',.0f')} | "
+            f"{_fmt(r['sample_p50_ms'], '.1f')} | "
             f"{_fmt(r['sample_p99_ms'], '.1f')} | {_fmt(r['server_rss_mb'], ',.0f')} "
             f"({_fmt(r['server_hwm_mb'], ',.0f')}) |")
     if rat:
@@ -348,6 +356,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=None, help="runs per configuration, median reported (default 3; --quick 1)")
     p.add_argument("--systems", default="ours,reverb", help="comma list of ours,reverb")
     p.add_argument("--batch", type=int, default=256, help="sample batch size")
+    p.add_argument("--prefetch", type=int, default=2,
+                   help="ours: the sampler's prefetch, batches drawn and not yet consumed (default 2)")
     p.add_argument("--fsync", default="group", help="our server's fsync policy (default group: durable)")
     p.add_argument("--frames", choices=("blocky", "noise"), default="blocky",
                    help="W3 frame content: blocky (21x21 grid upsampled, compressible) or noise")
@@ -423,8 +433,12 @@ def main(argv: list[str] | None = None) -> int:
         "insert = one transition per add/append call from each client process, ending with a "
         "flush (time includes the last ack); ours durable (fsync policy "
         f"{args.fsync}), Reverb in RAM",
-        "sample latency = wall time of each next() on the client's batch iterator (both prefetch "
-        "2 batches), pooled over clients; p50/p99 are medians over runs",
+        "sample latency = wall time of each next() on the client's batch iterator (ours prefetch "
+        f"{args.prefetch} batches; Reverb 2 batches in flight per worker plus tf.data prefetch 2), "
+        "pooled over clients; p50/p99 are medians over runs",
+        "drawn by server/s = items the server drew from the table during the sample window "
+        "(ours: the table's sampled-items count, read by the clients at its start and end); "
+        "below sample transitions/s when the sampler consumed batches drawn ahead before the window",
         "server RSS = VmRSS of the server process after the last phase (peak VmHWM in brackets)",
         f"W3 frames: {args.frames}; Reverb compresses chunks (zstd), ours stores raw bytes",
     ]
@@ -439,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": args.runs,
             "systems_requested": args.system_list,
             "batch": args.batch,
+            "prefetch": args.prefetch,
             "alpha": 0.6,
             "beta": 0.4,
             "fsync": args.fsync,

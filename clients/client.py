@@ -541,12 +541,15 @@ class ReplayClient(AuditCalls, Closing):
         as_torch: bool = False,
         pin_memory: bool = False,
     ) -> Sampler:
-        """An iterator of batches over one Sample stream (see `Sampler`); close it when done.
+        """An iterator of batches over one SampleStream (see `Sampler`); close it when done.
 
-        Returns at once; a background thread starts prefetching immediately. ``timeout`` bounds each batch's wait
-        for the rate limiter (default None: wait forever, as a learner usually wants). Batch k
-        uses ``seed + k``; after a reconnect the stream continues with the next seed, so the
-        sequence of seeds has no gaps or repeats.
+        Returns at once; a background thread starts prefetching immediately. Flow control:
+        at most ``prefetch`` (1..64) batches are drawn by the server and not yet returned by
+        ``next()``, so a learner that pauses costs at most ``prefetch`` draws (each counts as
+        sampled on the server). ``timeout`` bounds each batch's wait for the rate limiter
+        (default None: wait forever, as a learner usually wants). Batch k uses ``seed + k``;
+        after a reconnect the stream continues with the next seed, so the sequence of seeds
+        has no gaps or repeats.
         """
 
         self._check_open()

@@ -427,62 +427,50 @@ class PriorityUpdater:
 
 
 class BatchStream:
-    """Prioritized batches from consecutive ``client.sampler`` streams of `CHUNK` batches.
+    """Prioritized batches from one endless ``client.sampler`` stream.
 
-    A short ``num_batches`` bounds how far the server draws ahead of the learner. An endless
-    stream draws ahead by as much as HTTP/2 flow control buffers (hundreds of small batches),
-    so the learner would train on stale draws and the rate limiter would count draws the
-    learner never used. The next stream opens while the current one is read, so the learner
-    does not wait for it; seeds continue ``seed, seed + 1, ...`` across streams.
+    The sampler's flow control keeps the server at most ``prefetch`` batches ahead of the
+    learner, so the learner trains on fresh draws and the rate limiter counts only draws the
+    learner uses. When the rate limiter holds a batch back for a second the stream ends with
+    `RateLimitTimeoutError`; the next call opens a new one, continuing the seeds
+    ``seed, seed + 1, ...``.
     """
 
-    CHUNK = 8
+    PREFETCH = 2
 
     def __init__(self, client: Any, settings: Settings) -> None:
         self._client = client
         self._settings = settings
         self._seed = settings.seed
-        self._next: Any = None
-        self._taken = 0
-        self._current = self._open()
+        self._current: Any = None
 
     def _open(self) -> Any:
-        sampler = self._client.sampler(
-            TABLE, self._settings.batch_size, beta=0.4, seed=self._seed, prefetch=2,
-            num_batches=self.CHUNK,
+        return self._client.sampler(
+            TABLE, self._settings.batch_size, beta=0.4, seed=self._seed, prefetch=self.PREFETCH,
             timeout=1.0,  # wakes the learner's loop when the rate limiter holds it back
             as_torch=True,
         )
-        self._seed += self.CHUNK
-        return sampler
-
-    def _advance(self) -> None:
-        self._current.close()
-        self._current, self._next, self._taken = self._next or self._open(), None, 0
 
     def next(self) -> Any:
         """The next batch, or None when the rate limiter held it back for a second."""
 
         from replaybuf.errors import RateLimitTimeoutError
 
-        while True:
-            if self._next is None and self._taken >= self.CHUNK // 2:
-                self._next = self._open()
-            try:
-                batch = next(self._current)
-            except StopIteration:
-                self._advance()
-                continue
-            except RateLimitTimeoutError:
-                self._advance()
-                return None
-            self._taken += 1
-            return batch
+        if self._current is None:
+            self._current = self._open()
+        try:
+            batch = next(self._current)
+        except RateLimitTimeoutError:
+            self._current.close()
+            self._current = None
+            return None
+        self._seed = (batch.info.seed + 1) % (1 << 64)
+        return batch
 
     def close(self) -> None:
-        for sampler in (self._current, self._next):
-            if sampler is not None:
-                sampler.close()
+        if self._current is not None:
+            self._current.close()
+            self._current = None
 
 
 def _evaluate(policy: Any, episodes: int, seed: int) -> list[float]:

@@ -1,9 +1,11 @@
-"""`Sampler`: an iterator over one Sample server stream, prefetched by a background thread."""
+"""`Sampler`: an iterator over one SampleStream, prefetched by a background thread under the
+server's credit-based flow control."""
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -12,6 +14,7 @@ from replaybuf.errors import ClosedError
 from replaybuf.v1 import service_pb2
 
 from ._convert import decode_sample
+from ._errors import status_name
 from ._retry import reconnect_delay
 from ._stream import StreamHandle
 from ._types import Sample
@@ -29,17 +32,47 @@ class _Failure:
         self.error = error
 
 
-class Sampler(StreamHandle):
-    """Batches from one Sample stream, decoded ahead of the consumer.
+def _credit_messages(
+    request: service_pb2.SampleRequest, unconsumed: int, credits: queue.SimpleQueue[int | None]
+) -> Iterator[service_pb2.SampleStreamRequest]:
+    """The client side of one SampleStream: the request (with the batches of earlier streams
+    still unconsumed), then one message per wake-up acknowledging every batch consumed since
+    (None half-closes)."""
 
-    The server keeps up to ``prefetch`` batches in flight; a background thread receives and
-    decodes them (and converts them to torch with ``as_torch``) into a queue of ``prefetch``
-    more, so the learner's step and the network overlap. ``next()`` blocks until a batch is
-    ready; a failed stream raises the mapped error from ``next()`` (batches received before
-    it are delivered first). On UNAVAILABLE the thread reconnects with backoff and asks for the
-    next seed (``last seed + 1``) and the remaining ``num_batches``, so a seeded run's batch
-    seeds stay ``seed, seed + 1, ...`` across reconnects (a batch drawn by the server but lost
-    in transit still counted as sampled there).
+    yield service_pb2.SampleStreamRequest(request=request, unconsumed=unconsumed)
+    while True:
+        n = credits.get()
+        if n is None:
+            return
+        while True:  # coalesce acknowledgements that piled up meanwhile
+            try:
+                more = credits.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                yield service_pb2.SampleStreamRequest(consumed=n)
+                return
+            n += more
+        yield service_pb2.SampleStreamRequest(consumed=n)
+
+
+class Sampler(StreamHandle):
+    """Batches from one SampleStream, decoded ahead of the consumer, with flow control.
+
+    At most ``prefetch`` batches are drawn by the server and not yet returned by ``next()``:
+    the stream starts with ``prefetch`` batches of credit, and batches returned by ``next()``
+    are acknowledged (in groups of ``prefetch // 2``), letting the server draw as many more. A background thread receives and
+    decodes them (and converts them to torch with ``as_torch``) into a local queue, so the
+    learner's step and the network overlap; a learner that stops reading costs the server
+    ``prefetch`` draws (each counted as sampled there), however much the transport could
+    buffer. ``next()`` blocks until a batch is ready; a failed stream raises the mapped error
+    from ``next()`` (batches received before it are delivered first). On UNAVAILABLE the
+    thread reconnects with backoff and asks for the next seed (``last seed + 1``), the
+    remaining ``num_batches``, telling the server how many batches it still holds unread (they
+    count against the window), so a seeded run's
+    batch seeds stay ``seed, seed + 1, ...`` across reconnects (a batch drawn by the server
+    but lost in transit still counted as sampled there). Against a server without
+    SampleStream it falls back to Sample, which bounds draws only by transport buffering.
 
     Thread-safety: ``next()`` may be called from several threads (each batch goes to one of
     them); `close` may be called from any thread and wakes a blocked ``next()``. Not
@@ -65,12 +98,26 @@ class Sampler(StreamHandle):
         super().__init__()
         self._client = client
         self._request = request
+        self._prefetch = prefetch
         self._as_torch = as_torch or pin_memory
         self._pin_memory = pin_memory
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
+        # prefetch batches at most, plus the end marker or failure after them
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch + 1)
         self._received = 0
         self._next_seed: int | None = request.seed if request.HasField("seed") else None
         self._done = False
+        # Flow control: batches received and not yet returned by next(), and the open
+        # stream's acknowledgement queue, both guarded by _credit_lock.
+        self._credit_lock = threading.Lock()
+        self._unread = 0
+        self._credits: queue.SimpleQueue[int | None] | None = None
+        # Acknowledgements go out in groups of prefetch // 2: half as many messages (each
+        # costs both processes CPU) while half the window still keeps the server busy. Never
+        # a deadlock: when the server is out of credit, prefetch batches are consumed and
+        # unacknowledged or unread, and a waiting consumer has read them all.
+        self._ack_every = max(1, prefetch // 2)
+        self._consumed = 0  # consumed and not yet acknowledged on the current stream
+        self._streaming = True  # False: the server lacks SampleStream; use Sample
         client._register(self)
         self._thread = threading.Thread(target=self._pump, name="replaybuf-sampler", daemon=True)
         self._thread.start()
@@ -100,6 +147,12 @@ class Sampler(StreamHandle):
             self._done = True
             self._requeue_end()
             raise item.error
+        with self._credit_lock:
+            self._unread -= 1
+            self._consumed += 1
+            if self._credits is not None and self._consumed >= self._ack_every:
+                self._credits.put(self._consumed)  # the server may draw that many more
+                self._consumed = 0
         return item  # type: ignore[no-any-return]
 
     def _requeue_end(self) -> None:
@@ -113,6 +166,8 @@ class Sampler(StreamHandle):
 
         if not self._cancel():
             return
+        with self._credit_lock:
+            self._end_credits_locked()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)  # the pump polls the stop flag every 0.1 s
         # Drop prefetched batches and wake any consumer blocked in next().
@@ -138,6 +193,42 @@ class Sampler(StreamHandle):
                 continue
         return False
 
+    def _end_credits_locked(self) -> None:
+        """Half-close the current stream's acknowledgements (its request iterator ends)."""
+
+        if self._credits is not None:
+            self._credits.put(None)
+            self._credits = None
+
+    def _open(self, request: service_pb2.SampleRequest) -> Any:
+        """Start a stream for ``request``; None when closed meanwhile.
+
+        A SampleStream tells the server how many batches of earlier streams are still unread
+        here, so a reconnect never lets it draw past the window: they count against the
+        initial credit, and reading them grants credit on the new stream.
+        """
+
+        credits: queue.SimpleQueue[int | None] | None = None
+        unconsumed = 0
+        if self._streaming:
+            with self._credit_lock:
+                self._end_credits_locked()
+                credits = queue.SimpleQueue()
+                self._credits = credits
+                unconsumed = self._unread  # the earlier stream's consumed ones need no ack
+                self._consumed = 0
+        with self._lock:
+            if self._closed:
+                return None
+            if credits is None:
+                self._call = self._client._stub.Sample(request, metadata=self._client._metadata)
+            else:
+                self._call = self._client._stub.SampleStream(
+                    _credit_messages(request, unconsumed, credits),
+                    metadata=self._client._metadata,
+                )
+            return self._call
+
     def _pump(self) -> None:
         policy = self._client._retry
         failures = 0
@@ -152,20 +243,23 @@ class Sampler(StreamHandle):
                     self._put(_END)
                     return
                 request.num_batches = total - self._received
+            received_here = 0
             try:
-                with self._lock:
-                    if self._closed:
-                        return
-                    self._call = self._client._stub.Sample(request, metadata=self._client._metadata)
-                for response in self._call:
+                call = self._open(request)
+                if call is None:
+                    return
+                for response in call:
                     batch = decode_sample(response)
                     if self._as_torch:
                         from .torch import to_torch_sample
 
                         batch = to_torch_sample(batch, pin_memory=self._pin_memory)
                     self._received += 1
+                    received_here += 1
                     self._next_seed = (batch.info.seed + 1) % (1 << 64)
                     failures = 0
+                    with self._credit_lock:
+                        self._unread += 1
                     if not self._put(batch):
                         return
                 self._put(_END)
@@ -173,6 +267,13 @@ class Sampler(StreamHandle):
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     return
+                if (
+                    self._streaming
+                    and received_here == 0
+                    and status_name(exc) == "UNIMPLEMENTED"
+                ):
+                    self._streaming = False  # an older server: Sample, without credit
+                    continue
                 error: BaseException = self._client._map(exc)
                 delay = reconnect_delay(policy, error, failures)
                 if delay is not None:
@@ -185,3 +286,6 @@ class Sampler(StreamHandle):
             except Exception as exc:  # noqa: BLE001 - decode/torch errors reach the consumer
                 self._put(_Failure(exc))
                 return
+            finally:
+                with self._credit_lock:
+                    self._end_credits_locked()

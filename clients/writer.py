@@ -29,7 +29,7 @@ from replaybuf.v1 import service_pb2
 from ._convert import coerce_columns, decode_ack, values_array
 from ._retry import reconnect_delay
 from ._stream import Closing
-from ._types import AppendResult, Lineage, WriterStats
+from ._types import AppendResult, Lineage, WriterStats, _column
 
 if TYPE_CHECKING:
     from .client import ReplayClient
@@ -94,6 +94,161 @@ def _cast_value(value: Any, spec: FieldSpec, table: str) -> np.ndarray:
             f"expected {spec.shape} (use extend() for batches)"
         )
     return arr
+
+
+_LINEAGE_NAMES = ("episode_id", "step", "request_id", "model_version", "timestamp_ms", "source")
+_LINEAGE_SET = frozenset(_LINEAGE_NAMES)
+_U64 = (0, 2**64)
+_I64 = (-(2**63), 2**63)
+#: Lineage column -> [lo, hi) of an integer column, or None for a str column.
+_LINEAGE_RANGE: dict[str, tuple[int, int] | None] = {
+    "episode_id": _U64, "step": _U64, "request_id": None,
+    "model_version": _I64, "timestamp_ms": _I64, "source": None,
+}
+
+
+def _lineage_value(name: str, value: Any) -> int | str:
+    """One transition's lineage value that is not a plain int/str, checked as the wire takes it."""
+
+    values = _column(value, name)  # numpy scalars, 1-element arrays, bytes
+    if len(values) != 1:
+        raise InvalidArgumentError(
+            f"lineage.{name} has {len(values)} values; add() takes one value per column for "
+            "its transition (use extend() for batches)"
+        )
+    value = values[0]
+    span = _LINEAGE_RANGE[name]
+    if span is None:
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"lineage.{name}={value!r} must be a str")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not span[0] <= value < span[1]:
+        raise InvalidArgumentError(
+            f"lineage.{name}={value!r} must be an integer in [{span[0]}, {span[1] - 1}]"
+        )
+    return value
+
+
+def _lineage_row(lineage: Any) -> tuple[tuple[str, ...], list[int | str]]:
+    """The set lineage columns of one transition and their checked values, in wire order.
+
+    Raises:
+        InvalidArgumentError: an unknown column or a value the column cannot hold, named.
+    """
+
+    if lineage is None:
+        return (), []
+    if isinstance(lineage, Lineage):
+        lineage = {name: getattr(lineage, name) for name in _LINEAGE_NAMES}
+    elif not isinstance(lineage, Mapping):
+        raise InvalidArgumentError(
+            f"lineage must be a Lineage, a dict of its fields or None, not {type(lineage).__name__}"
+        )
+    elif not lineage.keys() <= _LINEAGE_SET:
+        unknown = sorted(set(lineage) - _LINEAGE_SET)
+        raise InvalidArgumentError(
+            f"lineage has unknown key(s) {unknown}; use {list(_LINEAGE_NAMES)}"
+        )
+    names: list[str] = []
+    values: list[int | str] = []
+    for name in _LINEAGE_NAMES:  # a plain loop: this runs once per add()
+        value = lineage.get(name)
+        if value is None:
+            continue
+        span = _LINEAGE_RANGE[name]
+        if span is None:
+            if type(value) is not str:
+                value = _lineage_value(name, value)
+        elif type(value) is not int or not span[0] <= value < span[1]:
+            value = _lineage_value(name, value)
+        names.append(name)
+        values.append(value)
+    return tuple(names), values
+
+
+class _Rows:
+    """The batch being formed by `Writer.add`: one preallocated ``(max_batch, *shape)`` array
+    per field, filled in place row by row, and lineage and priorities as lists.
+
+    Sealing converts it to one AppendRequest (one copy of each column) and empties it for
+    reuse. Not thread-safe: the writer's lock guards it.
+    """
+
+    def __init__(self, specs: list[FieldSpec], capacity: int, table: str) -> None:
+        self._table = table
+        self.columns = {spec.name: np.empty((capacity, *spec.shape), spec.dtype) for spec in specs}
+        # (name, spec, buffer, scalar type that may be stored as is, or None)
+        self._fields = [
+            (spec.name, spec, self.columns[spec.name], _plain_scalar(spec)) for spec in specs
+        ]
+        self.n = 0
+        self.kind: tuple[tuple[str, ...], bool] | None = None
+        self.lineage: list[list[int | str]] = []
+        self.priorities: list[float] = []
+        self.first_at = 0.0
+
+    def fill(self, row: Mapping[str, Any]) -> None:
+        """Write ``row`` into the next free row; raises `SignatureMismatchError` (naming the
+        field and the fix) and keeps nothing of the row if a value does not fit."""
+
+        i = self.n
+        for name, spec, buf, plain in self._fields:
+            value = row[name]
+            t = type(value)
+            if t is np.ndarray:
+                if value.dtype != spec.dtype or value.shape != spec.shape:
+                    value = _cast_value(value, spec, self._table)
+            elif t is not plain and t is not spec.dtype.type:
+                value = _cast_value(value, spec, self._table)
+            buf[i] = value
+
+    def push(self, lineage: list[int | str], priority: float | None) -> None:
+        """Keep the row just filled, with its lineage values and priority."""
+
+        for column, value in zip(self.lineage, lineage):
+            column.append(value)
+        if priority is not None:
+            self.priorities.append(priority)
+        self.n += 1
+
+    def start(self, kind: tuple[tuple[str, ...], bool]) -> None:
+        self.kind = kind
+        self.lineage = [[] for _ in kind[0]]
+        self.first_at = time.monotonic()
+
+    def take(self, table: str) -> tuple[service_pb2.AppendRequest, int]:
+        """The rows as one request; empties the buffer."""
+
+        n = self.n
+        request = service_pb2.AppendRequest(
+            table=table, data=to_batch({name: buf[:n] for name, buf in self.columns.items()})
+        )
+        if self.priorities:
+            request.priorities.extend(self.priorities)
+        if self.kind is not None:
+            for name, values in zip(self.kind[0], self.lineage):
+                getattr(request.lineage, name).extend(values)
+        self.clear()
+        return request, n
+
+    def clear(self) -> None:
+        self.n = 0
+        self.kind = None
+        self.lineage = []
+        self.priorities = []
+
+
+def _plain_scalar(spec: FieldSpec) -> type | None:
+    """The Python scalar type a scalar field takes without a check (float into a float field,
+    bool into a bool field); None when every Python value goes through `_cast_value`."""
+
+    if spec.shape:
+        return None
+    if spec.dtype.kind == "f":
+        return float
+    if spec.dtype.kind == "b":
+        return bool
+    return None
 
 
 class Writer(Closing):
@@ -183,12 +338,10 @@ class Writer(Closing):
         self._seq = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._names = frozenset(self._sig)
         # buffered transitions, all with the same lineage keys and priority presence
-        self._rows: list[dict[str, np.ndarray]] = []
-        self._row_lineage: list[Lineage | None] = []
-        self._row_priority: list[float] = []
-        self._row_kind: tuple[tuple[str, ...], bool] | None = None
-        self._first_row_at = 0.0
+        # (allocated by the first add: a writer used only for extend() needs none)
+        self._rows: _Rows | None = None
         # sent, unacknowledged batches in sequence order
         self._inflight: deque[_Pending] = deque()
         self._tickets = 0  # batches formed
@@ -241,7 +394,8 @@ class Writer(Closing):
         """Transitions buffered or sent but not yet acknowledged."""
 
         with self._lock:
-            return len(self._rows) + sum(p.n for p in self._inflight)
+            buffered = self._rows.n if self._rows is not None else 0
+            return buffered + sum(p.n for p in self._inflight)
 
     def add(
         self,
@@ -256,24 +410,28 @@ class Writer(Closing):
 
         Values are converted to the signature's dtypes (Python scalars when the value fits
         exactly, arrays under numpy's ``same_kind`` rule) and checked against its shapes here,
-        so a bad transition raises `SignatureMismatchError` from this call. ``lineage`` holds one
-        value per column for this transition. Transitions with different lineage columns, or
-        with and without ``priority``, go into different batches.
+        so a bad transition raises `SignatureMismatchError` from this call and nothing of it
+        is kept. They are copied into the batch being formed, so the caller may reuse its
+        arrays at once. ``lineage`` holds one value per column for this transition, checked
+        here too (`InvalidArgumentError` naming the column). Transitions with different lineage
+        columns, or with and without ``priority``, go into different batches.
 
+        Cost: a few µs of client CPU per call (each value is written in place into one
+        preallocated array per field; each batch is converted to a request once, when sealed).
         Blocks only when a batch is formed and ``max_in_flight`` batches are unacknowledged.
         """
 
-        row: dict[str, Any] = {}
-        if transition is not None:
-            if not isinstance(transition, Mapping):
-                raise InvalidArgumentError(
-                    f"add() takes a dict or keyword fields, not {type(transition).__name__}"
-                )
-            row.update(transition)
-        row.update(fields)
-        if set(row) != set(self._sig):
-            missing = sorted(set(self._sig) - set(row))
-            extra = sorted(set(row) - set(self._sig))
+        if transition is None:
+            row: Mapping[str, Any] = fields
+        elif type(transition) is not dict and not isinstance(transition, Mapping):
+            raise InvalidArgumentError(
+                f"add() takes a dict or keyword fields, not {type(transition).__name__}"
+            )
+        else:
+            row = {**transition, **fields} if fields else transition
+        if row.keys() != self._names:
+            missing = sorted(self._names - set(row))
+            extra = sorted(set(row) - self._names)
             parts = ([f"missing field(s) {missing}"] if missing else []) + (
                 [f"unknown field(s) {extra}"] if extra else []
             )
@@ -281,23 +439,22 @@ class Writer(Closing):
                 f"transition for table {self._table!r} has {' and '.join(parts)}; the signature "
                 f"is {sorted(self._sig)}"
             )
-        converted = {name: _cast_value(row[name], spec, self._table) for name, spec in self._sig.items()}
-        lin = Lineage.coerce(lineage)
+        lineage_names, lineage_values = _lineage_row(lineage)
         if priority is not None:
             priority = float(priority)
-        kind = (lin.keys() if lin is not None else (), priority is not None)
+        kind = (lineage_names, priority is not None)
         with self._lock:
             self._check_usable()
-            if self._rows and kind != self._row_kind:
+            rows = self._rows
+            if rows is None:
+                rows = self._rows = _Rows(self._specs, self._max_batch, self._table)
+            while rows.n and kind != rows.kind:  # a seal may wait, and others may add
                 self._seal_locked()
-            if not self._rows:
-                self._row_kind = kind
-                self._first_row_at = time.monotonic()
-            self._rows.append(converted)
-            self._row_lineage.append(lin)
-            if priority is not None:
-                self._row_priority.append(priority)
-            if len(self._rows) >= self._max_batch:
+            rows.fill(row)  # a bad value raises here, before the row counts
+            if not rows.n:
+                rows.start(kind)
+            rows.push(lineage_values, priority)
+            if rows.n >= self._max_batch:
                 self._seal_locked()
 
     def extend(
@@ -430,18 +587,9 @@ class Writer(Closing):
             raise self._error
 
     def _seal_locked(self) -> None:
-        if not self._rows:
+        if self._rows is None or not self._rows.n:
             return
-        rows, lineages, priorities = self._rows, self._row_lineage, self._row_priority
-        self._rows, self._row_lineage, self._row_priority, self._row_kind = [], [], [], None
-        n = len(rows)
-        cols = {name: np.stack([row[name] for row in rows]) for name in self._sig}
-        request = service_pb2.AppendRequest(table=self._table, data=to_batch(cols))
-        if priorities:
-            request.priorities.extend(priorities)
-        lin = Lineage.concat(lineages, [1] * n)
-        if lin is not None:
-            request.lineage.CopyFrom(lin.to_proto(n))
+        request, n = self._rows.take(self._table)  # copies out: the buffers are free again
         self._send_locked(request, n)
 
     def _send_locked(self, request: service_pb2.AppendRequest, n: int) -> None:
@@ -488,18 +636,20 @@ class Writer(Closing):
     def _fail_locked(self, error: BaseException) -> None:
         if self._error is None:
             batches = len(self._inflight)
-            items = sum(p.n for p in self._inflight) + len(self._rows)
+            buffered = self._rows.n if self._rows is not None else 0
+            items = sum(p.n for p in self._inflight) + buffered
             if isinstance(error, ReplayError) and (batches or items):
                 annotated = type(error)(
                     f"{error} [writer for table {self._table!r}: {batches} sent batch(es) and "
-                    f"{len(self._rows)} buffered transition(s), {items} item(s) in all, were not "
+                    f"{buffered} buffered transition(s), {items} item(s) in all, were not "
                     "acknowledged and will not be retried]"
                 )
                 annotated.__cause__ = error
                 error = annotated
             self._error = error
         self._inflight.clear()
-        self._rows, self._row_lineage, self._row_priority, self._row_kind = [], [], [], None
+        if self._rows is not None:
+            self._rows.clear()
         self._abort.set()
         stream, self._stream = self._stream, None
         if stream is not None:
@@ -583,7 +733,8 @@ class Writer(Closing):
             with self._lock:
                 if self._closed or self._error is not None:
                     return
-                if self._rows and time.monotonic() - self._first_row_at >= interval:
+                rows = self._rows
+                if rows is not None and rows.n and time.monotonic() - rows.first_at >= interval:
                     try:
                         self._seal_locked()
                     except Exception as exc:  # noqa: BLE001 - reported by the next call

@@ -12,6 +12,7 @@ Append             yes      yes      -
 UpdatePriorities   yes      yes      -
 CorrectRewards     yes      yes      -
 Sample             yes      -        yes
+SampleStream       yes      -        yes
 Subscribe          yes      -        yes
 GetLineage         yes      -        yes
 FindItems          yes      -        yes
@@ -58,6 +59,7 @@ RPC_ROLES: Mapping[str, frozenset[str]] = {
     "UpdatePriorities": frozenset({"admin", "writer"}),
     "CorrectRewards": frozenset({"admin", "writer"}),
     "Sample": frozenset({"admin", "sampler"}),
+    "SampleStream": frozenset({"admin", "sampler"}),
     "Subscribe": frozenset({"admin", "sampler"}),
     "GetLineage": frozenset({"admin", "sampler"}),
     "FindItems": frozenset({"admin", "sampler"}),

@@ -109,8 +109,9 @@ class ServerConfig:
     smaller batches. Clients need a matching ``grpc.max_receive_message_length``."""
 
     workers: int = 32
-    """Threads serving RPCs. A stream (Append, Sample, Subscribe) holds one for its lifetime;
-    at most this many RPCs run at once, more are refused with RESOURCE_EXHAUSTED."""
+    """Threads serving RPCs. A stream (Append, Sample, SampleStream, Subscribe) holds one for
+    its lifetime; at most this many RPCs run at once, more are refused with
+    RESOURCE_EXHAUSTED."""
 
     tls_cert: str | None = None
     """PEM file of the server certificate chain; with `tls_key`, serve TLS only."""
@@ -131,7 +132,7 @@ class ServerConfig:
     table metadata RPCs)."""
 
     sampler_tokens: tuple[str, ...] = ()
-    """Bearer tokens of the ``sampler`` role (Sample and every read-only RPC). A learner that
+    """Bearer tokens of the ``sampler`` role (Sample, SampleStream and every read-only RPC). A learner that
     also updates priorities uses a token listed under both ``writer`` and ``sampler``."""
 
     metrics_port: int = 0

@@ -8,11 +8,11 @@ Metric names:
 
 * ``replaybuf_rpcs_total{method, code}``: finished RPCs by status code (streams once, at end).
 * ``replaybuf_rpc_latency_seconds{method}``: unary RPCs per call; Append per batch (request
-  received to ack); Sample per batch (draw and encode).
+  received to ack); Sample and SampleStream per batch (draw and encode).
 * ``replaybuf_appends_total{table}``, ``replaybuf_items_appended_total{table}``,
   ``replaybuf_duplicate_appends_total{table}``.
 * ``replaybuf_sample_batches_total{table}``, ``replaybuf_items_sampled_total{table}``.
-* ``replaybuf_active_streams{method}``: open Append, Sample and Subscribe streams.
+* ``replaybuf_active_streams{method}``: open Append, Sample, SampleStream and Subscribe streams.
 * ``replaybuf_table_size{table}``, ``replaybuf_table_capacity{table}``,
   ``replaybuf_table_total_priority{table}``, ``replaybuf_table_max_priority{table}``.
 * ``replaybuf_table_reward_mean_5m{table}``, ``replaybuf_table_appends_per_s{table}``,

@@ -48,7 +48,16 @@ from replaybuf.v1 import events_pb2, service_pb2, service_pb2_grpc
 from .codec import encode_log_event, encode_sample, passthrough_serializer
 from .metrics import EngineSnapshot, ServerMetrics, TableSnapshot
 from .status import streaming, unary
-from .streams import END, WAIT_SLICE, Cancelled, Failure, ReadAhead, follow
+from .streams import (
+    END,
+    WAIT_SLICE,
+    Cancelled,
+    Credit,
+    CreditReader,
+    Failure,
+    ReadAhead,
+    follow,
+)
 
 __all__ = [
     "ReplayServicer",
@@ -61,7 +70,7 @@ __all__ = [
 
 _logger = logging.getLogger("replaybuf_server")
 
-#: Most batches a Sample stream may keep in flight.
+#: Most batches a Sample or SampleStream stream may keep in flight.
 MAX_PREFETCH = 64
 _DEFAULT_PREFETCH = 2
 _U64 = 2**64
@@ -294,101 +303,197 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
     ) -> Iterator[Any]:
         """A producer thread draws batches ``seed + k`` and encodes them while the stream
         sends earlier ones. ``prefetch`` bounds the batches drawn but not yet taken by gRPC;
-        HTTP/2 flow control may hold a few more in the transport (many, if batches are tiny).
-        A client cancel or a shutdown stops the producer within `WAIT_SLICE` seconds."""
+        HTTP/2 flow control may hold many more in the transport (thousands, if batches are
+        tiny), which is why `SampleStream` exists. A client cancel or a shutdown stops the
+        producer within `WAIT_SLICE` seconds."""
 
+        prefetch = self._prefetch(request)
+        yield from self._sample_batches(
+            request, context, Credit(prefetch), release_on_send=True, method="Sample"
+        )
+
+    @streaming("SampleStream")
+    def SampleStream(
+        self, request_iterator: Iterator[service_pb2.SampleStreamRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[Any]:
+        """`Sample` drawn against the client's credit: ``prefetch`` batches at first (less those
+        the client carries over from an earlier stream), one more per batch the client
+        acknowledges (read by a `CreditReader` thread). A client that
+        reads nothing costs ``prefetch`` draws; one that half-closes gets the batches its
+        credit allows, then OK. Cancel or shutdown end it within `WAIT_SLICE` seconds."""
+
+        stop = threading.Event()
+        context.add_callback(stop.set)
+        reader = CreditReader(request_iterator)
+        try:
+            first = reader.first(stop, self._shutdown)
+            if first is None:
+                if self._shutdown.is_set() and not stop.is_set():
+                    raise self._shutting_down_error("SampleStream")
+                return  # the client went away (or half-closed) before asking for anything
+            if not first.HasField("request"):
+                raise InvalidArgumentError(
+                    "SampleStream: the first message must carry `request` (the SampleRequest); "
+                    f"got consumed={first.consumed}"
+                )
+            request = first.request
+            prefetch = self._prefetch(request)
+            if first.unconsumed > prefetch:
+                raise InvalidArgumentError(
+                    f"SampleStream: unconsumed={first.unconsumed} exceeds prefetch={prefetch}; "
+                    "a client holds at most prefetch batches of its earlier stream"
+                )
+            credit = Credit(prefetch - first.unconsumed, carried=first.unconsumed)
+            errors: queue.SimpleQueue[BaseException] = queue.SimpleQueue()
+
+            def on_error(exc: BaseException) -> None:
+                errors.put(exc)
+                stop.set()
+
+            reader.attach(credit, on_error)
+            yield from self._sample_batches(
+                request, context, credit, release_on_send=False, method="SampleStream",
+                stop=stop, errors=errors,
+            )
+        finally:
+            reader.close()
+
+    @staticmethod
+    def _prefetch(request: service_pb2.SampleRequest) -> int:
         prefetch = request.prefetch or _DEFAULT_PREFETCH
         if prefetch > MAX_PREFETCH:
             raise InvalidArgumentError(
                 f"prefetch={request.prefetch} is too large; keep at most {MAX_PREFETCH} batches "
                 "in flight (default 2)"
             )
-        timeout = request.timeout_ms / 1000 if request.timeout_ms else None
-        stop = threading.Event()
-        context.add_callback(stop.set)
-        slots = threading.Semaphore(prefetch)
-        out: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        producer = threading.Thread(
-            target=self._produce_samples,
-            args=(request, timeout, stop, slots, out),
-            name=f"replaybuf-sample:{request.table}",
-            daemon=True,
-        )
-        self._metrics.active_streams.labels("Sample").inc()
-        producer.start()
-        try:
-            while True:
-                item = out.get()
-                if item is END:
-                    return
-                if isinstance(item, Failure):
-                    if isinstance(item.exc, Cancelled):
-                        return
-                    raise item.exc
-                yield item
-                slots.release()
-                self._metrics.sample_batches.labels(request.table).inc()
-                self._metrics.items_sampled.labels(request.table).inc(request.batch_size)
-        finally:
-            stop.set()
-            slots.release()  # wake a producer waiting for a slot
-            self._metrics.active_streams.labels("Sample").dec()
+        return prefetch
 
-    def _produce_samples(
+    def _sample_batches(
         self,
         request: service_pb2.SampleRequest,
-        timeout: float | None,
-        stop: threading.Event,
-        slots: threading.Semaphore,
-        out: queue.SimpleQueue[Any],
-    ) -> None:
-        """Draw batches ahead of the response stream, at most ``prefetch`` in flight."""
+        context: grpc.ServicerContext,
+        credit: Credit,
+        *,
+        release_on_send: bool,
+        method: str,
+        stop: threading.Event | None = None,
+        errors: queue.SimpleQueue[BaseException] | None = None,
+    ) -> Iterator[bytes]:
+        """The response stream of Sample and SampleStream: encoded batches, one draw per unit
+        of ``credit``.
 
+        ``release_on_send`` (Sample) frees a batch's credit as soon as gRPC takes it, and a
+        producer thread draws the next batches while earlier ones are sent. Without it
+        (SampleStream) only the client's acknowledgements free credit; the stream then waits
+        for credit between draws anyway, so this thread draws itself (one thread handoff less
+        per batch). ``errors`` carries a failure found outside the draws (a bad client
+        message); it ends the stream.
+        """
+
+        if stop is None:
+            stop = threading.Event()
+            context.add_callback(stop.set)
+        self._metrics.active_streams.labels(method).inc()
         try:
-            seed = request.seed if request.HasField("seed") else None
-            fields = list(request.fields) or None
-            k = 0
-            what = f"Sample from table {request.table!r}"
-            while not request.num_batches or k < request.num_batches:
-                while not slots.acquire(timeout=WAIT_SLICE):
-                    if stop.is_set() or self._shutdown.is_set():
-                        break
-                if stop.is_set():
-                    out.put(END)
-                    return
-                if self._shutdown.is_set():
+            if release_on_send:
+                batches = self._drawn_ahead(request, stop, credit)
+            else:
+                batches = self._draws(request, stop, credit)
+            for payload in batches:
+                if errors is not None and not errors.empty():
+                    raise errors.get()
+                credit.count_sent()  # before the yield: the client may acknowledge it at once
+                yield payload
+                if release_on_send:
+                    credit.release()  # gRPC asks for the next one: the transport took this one
+                self._metrics.sample_batches.labels(request.table).inc()
+                self._metrics.items_sampled.labels(request.table).inc(request.batch_size)
+            if errors is not None and not errors.empty():
+                raise errors.get()
+        except Cancelled:
+            return
+        finally:
+            stop.set()
+            credit.wake()  # a producer waiting for credit ends now
+            self._metrics.active_streams.labels(method).dec()
+
+    def _drawn_ahead(
+        self, request: service_pb2.SampleRequest, stop: threading.Event, credit: Credit
+    ) -> Iterator[bytes]:
+        """`_draws` run by a producer thread, handed over through a queue."""
+
+        out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def produce() -> None:
+            try:
+                for payload in self._draws(request, stop, credit):
+                    out.put(payload)
+                out.put(END)
+            except BaseException as exc:  # noqa: BLE001 - handed to the stream, which maps it
+                out.put(Failure(exc))
+
+        producer = threading.Thread(
+            target=produce, name=f"replaybuf-sample:{request.table}", daemon=True
+        )
+        producer.start()
+        while True:
+            item = out.get()
+            if item is END:
+                return
+            if isinstance(item, Failure):
+                raise item.exc
+            yield item
+
+    def _draws(
+        self, request: service_pb2.SampleRequest, stop: threading.Event, credit: Credit
+    ) -> Iterator[bytes]:
+        """Encoded batches ``seed + k``, each drawn once a unit of credit is available; ends
+        when ``num_batches`` are drawn, ``stop`` is set or no more credit can come.
+
+        Raises:
+            UnavailableError: the server began shutting down.
+            Cancelled: the client went away while the rate limiter held a draw back.
+        """
+
+        timeout = request.timeout_ms / 1000 if request.timeout_ms else None
+        seed = request.seed if request.HasField("seed") else None
+        fields = list(request.fields) or None
+        k = 0
+        what = f"Sample from table {request.table!r}"
+        while not request.num_batches or k < request.num_batches:
+            if not credit.acquire(stop, self._shutdown):
+                if self._shutdown.is_set() and not stop.is_set():
                     raise self._shutting_down_error(what)
-                batch_seed = None if seed is None else (seed + k) % _U64
-                started = time.perf_counter()
-                try:
-                    sample = self._blocking(
-                        lambda e, wait: e.sample(
-                            request.table, request.batch_size, beta=request.beta,
-                            seed=batch_seed, timeout=wait, fields=fields,
-                            at_lsn=request.at_lsn or None,
-                        ),
-                        timeout=timeout,
-                        cancelled=stop.is_set,
-                        what=what,
-                    )
-                except UnavailableError:
-                    raise self._shutting_down_error(what) from None
-                if seed is None:
-                    seed = sample.info.seed
-                payload = encode_sample(sample.data, sample.info)
-                if len(payload) > self._max_message_bytes:
-                    raise MessageTooLargeError(
-                        f"{what}: a batch of {request.batch_size} encodes to {len(payload)} "
-                        f"bytes, more than max_message_bytes={self._max_message_bytes}; lower "
-                        "batch_size, request fewer fields, or raise the server's "
-                        "--max-message-bytes (and the client's max_receive_message_length)"
-                    )
-                self._metrics.latency.labels("Sample").observe(time.perf_counter() - started)
-                out.put(payload)
-                k += 1
-            out.put(END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the stream, which maps it
-            out.put(Failure(exc))
+                return  # cancelled, failed, or the client will grant no more credit
+            batch_seed = None if seed is None else (seed + k) % _U64
+            started = time.perf_counter()
+            try:
+                sample = self._blocking(
+                    lambda e, wait: e.sample(
+                        request.table, request.batch_size, beta=request.beta,
+                        seed=batch_seed, timeout=wait, fields=fields,
+                        at_lsn=request.at_lsn or None,
+                    ),
+                    timeout=timeout,
+                    cancelled=stop.is_set,
+                    what=what,
+                )
+            except UnavailableError:
+                raise self._shutting_down_error(what) from None
+            if seed is None:
+                seed = sample.info.seed
+            payload = encode_sample(sample.data, sample.info)
+            if len(payload) > self._max_message_bytes:
+                raise MessageTooLargeError(
+                    f"{what}: a batch of {request.batch_size} encodes to {len(payload)} "
+                    f"bytes, more than max_message_bytes={self._max_message_bytes}; lower "
+                    "batch_size, request fewer fields, or raise the server's "
+                    "--max-message-bytes (and the client's max_receive_message_length)"
+                )
+            self._metrics.latency.labels("Sample").observe(time.perf_counter() - started)
+            yield payload
+            k += 1
 
     # -- changes to items ---------------------------------------------------------------------
 

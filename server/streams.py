@@ -1,8 +1,9 @@
-"""Thread helpers of the streaming RPCs: reading a request stream ahead, following the log.
+"""Thread helpers of the streaming RPCs: reading a request stream ahead, following the log,
+and counting a SampleStream's credit.
 
-Both exist so that a handler thread never sits in a call it cannot interrupt: a client that
-keeps its Append stream open but idle, or a Subscribe waiting for new events, must still end
-promptly when the server shuts down.
+They exist so that a handler thread never sits in a call it cannot interrupt: a client that
+keeps its Append or SampleStream stream open but idle, or a Subscribe waiting for new events,
+must still end promptly when the server shuts down.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["END", "Failure", "Cancelled", "ReadAhead", "follow", "WAIT_SLICE"]
+from replaybuf.errors import InvalidArgumentError, ReplayError
+
+__all__ = [
+    "END", "Failure", "Cancelled", "ReadAhead", "Credit", "CreditReader", "follow", "WAIT_SLICE",
+]
 
 #: Seconds a blocked call waits (for the rate limiter, a request, an event) before checking
 #: for a client cancel or a server shutdown again.
@@ -109,6 +114,167 @@ class ReadAhead:
             if isinstance(item, Failure):
                 raise Cancelled() from item.exc
             yield item
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class Credit:
+    """How many more batches a Sample stream may draw, and whether more credit can come.
+
+    `Sample` frees a batch's credit when the transport has taken it (`release`);
+    `SampleStream` frees it when the client acknowledges the batch as consumed (`grant`, from
+    `CreditReader`). Once no more credit can arrive (the client half-closed: `exhaust`), a
+    producer out of credit ends instead of waiting forever.
+
+    Thread-safe: `acquire` is called by the producer thread, `grant` and `exhaust` by the
+    reader thread, `count_sent`, `release` and `wake` by the handler thread.
+    """
+
+    def __init__(self, initial: int, *, carried: int = 0) -> None:
+        """``initial`` batches may be drawn at once; ``carried`` batches of an earlier stream,
+        which the client holds unconsumed, may be acknowledged besides those sent here."""
+
+        self._cond = threading.Condition()
+        self._available = initial
+        self._exhausted = False
+        self._carried = carried
+        self.sent = 0
+        self.acknowledged = 0
+
+    def acquire(self, stop: threading.Event, shutdown: threading.Event) -> bool:
+        """Block until one batch may be drawn and take its credit. False, taking nothing, when
+        ``stop`` or ``shutdown`` is set or no more credit can come; wakes within `WAIT_SLICE`
+        seconds of either event (at once after `wake`)."""
+
+        with self._cond:
+            while True:
+                if stop.is_set() or shutdown.is_set():
+                    return False
+                if self._available:
+                    self._available -= 1
+                    return True
+                if self._exhausted:
+                    return False
+                self._cond.wait(WAIT_SLICE)
+
+    def count_sent(self) -> None:
+        """Count a batch about to be handed to the transport (the client may acknowledge it)."""
+
+        with self._cond:
+            self.sent += 1
+
+    def release(self) -> None:
+        """Free one batch's credit (Sample: the transport took it)."""
+
+        with self._cond:
+            self._available += 1
+            self._cond.notify_all()
+
+    def grant(self, consumed: int) -> None:
+        """The client consumed ``consumed`` more batches: that many more may be drawn.
+
+        Raises:
+            InvalidArgumentError: ``consumed`` < 1, or more batches acknowledged than sent
+                plus carried.
+        """
+
+        with self._cond:
+            if consumed < 1 or self.acknowledged + consumed > self.sent + self._carried:
+                raise InvalidArgumentError(
+                    f"SampleStream: consumed={consumed} would acknowledge "
+                    f"{self.acknowledged + consumed} batch(es) but {self.sent} were sent (and "
+                    f"{self._carried} carried over as unconsumed); send consumed >= 1, "
+                    "acknowledging each received batch once"
+                )
+            self.acknowledged += consumed
+            self._available += consumed
+            self._cond.notify_all()
+
+    def exhaust(self) -> None:
+        """No more credit will come: a producer out of credit ends."""
+
+        with self._cond:
+            self._exhausted = True
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake a producer waiting in `acquire` to look at ``stop`` again."""
+
+        with self._cond:
+            self._cond.notify_all()
+
+
+class CreditReader:
+    """Read a SampleStream's client messages on a helper thread.
+
+    The first message is handed to `first`; every later one grants its ``consumed`` batches
+    to the stream's `Credit` (attached with `attach`). A bad message is reported to
+    ``on_error``; when the client half-closes (or the call ends) the credit is exhausted. A
+    daemon thread; it ends when the client half-closes or the call ends (cancel, shutdown,
+    error), or after `close` once the next message arrives.
+    """
+
+    def __init__(self, requests: Iterator[Any]) -> None:
+        self._requests = requests
+        self._first: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._credit: Credit | None = None
+        self._attached = threading.Event()
+        self._closed = threading.Event()
+        self._on_error: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name="replaybuf-sample-credit", daemon=True
+        )
+        self._thread.start()
+
+    def first(self, stop: threading.Event, shutdown: threading.Event) -> Any:
+        """The client's first message; None if the client ended or went away first, or on
+        ``stop``/``shutdown``. Wakes within `WAIT_SLICE` seconds of either event."""
+
+        while not (stop.is_set() or shutdown.is_set()):
+            try:
+                item = self._first.get(timeout=WAIT_SLICE)
+            except queue.Empty:
+                continue
+            return None if item is END or isinstance(item, Failure) else item
+        return None
+
+    def attach(self, credit: Credit, on_error: Any) -> None:
+        """Start granting later messages to ``credit``; ``on_error(exc)`` reports a bad one."""
+
+        self._credit, self._on_error = credit, on_error
+        self._attached.set()
+
+    def _run(self) -> None:
+        it = iter(self._requests)
+        try:
+            first = next(it, END)
+        except BaseException as exc:  # noqa: BLE001 - the client cancelled or the call ended
+            self._first.put(Failure(exc))
+            return
+        self._first.put(first)
+        if first is END:
+            return
+        while not self._attached.wait(WAIT_SLICE):
+            if self._closed.is_set():
+                return
+        credit = self._credit
+        assert credit is not None
+        try:
+            for message in it:
+                if self._closed.is_set():
+                    return
+                if message.HasField("request"):
+                    raise InvalidArgumentError(
+                        "SampleStream: only the first message carries `request`; later "
+                        "messages acknowledge batches with consumed >= 1"
+                    )
+                credit.grant(message.consumed)
+        except BaseException as exc:  # noqa: BLE001 - a bad message, or the call ended
+            if isinstance(exc, ReplayError):
+                self._on_error(exc)
+        finally:
+            credit.exhaust()  # half-closed, failed or gone: no more credit will come
 
     def close(self) -> None:
         self._closed.set()

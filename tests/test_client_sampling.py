@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from google.protobuf.message import DecodeError
 from torch.utils.data import DataLoader
 
 from replaybuf.errors import ClosedError, RateLimitTimeoutError, UnavailableError
@@ -48,6 +49,21 @@ def sent(proxy, message_cls, last: int):
     """The last ``last`` request messages the proxy forwarded, decoded as ``message_cls``."""
 
     return [message_cls.FromString(m) for m in proxy.request_messages[-last:]]
+
+
+def sample_requests(proxy, last: int):
+    """The SampleRequests that opened the last ``last`` SampleStreams (acknowledgements,
+    the streams' later messages, left out)."""
+
+    found = []
+    for body in proxy.request_messages:  # every RPC's messages; keep those that parse as one
+        try:
+            message = service_pb2.SampleStreamRequest.FromString(body)
+        except DecodeError:
+            continue
+        if message.HasField("request") and message.request.batch_size:
+            found.append(message.request)
+    return found[-last:]
 
 
 def test_sample_data_are_read_only_views_with_numpy_info(client):
@@ -89,9 +105,9 @@ def test_sampler_reconnects_and_continues_the_seed_sequence(proxy, client):
         seeds = [b.info.seed for b in batches]
     assert seeds == list(range(100, 106))
     assert proxy.failed_streams == 1
-    first, second = sent(proxy, service_pb2.SampleRequest, 2)
-    assert (first.seed, first.num_batches) == (100, 6)
-    assert (second.seed, second.num_batches) == (102, 4)
+    first, second = sample_requests(proxy, 2)
+    assert (first.seed, first.num_batches, first.prefetch) == (100, 6, 2)
+    assert (second.seed, second.num_batches, second.prefetch) == (102, 4, 2)
 
 
 def test_sampler_without_seed_resumes_after_the_servers_seed(proxy, client):
@@ -99,7 +115,7 @@ def test_sampler_without_seed_resumes_after_the_servers_seed(proxy, client):
     with client.sampler("t", 2, num_batches=3) as batches:
         seeds = [b.info.seed for b in batches]
     assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]  # the server picked the first
-    first, second = sent(proxy, service_pb2.SampleRequest, 2)
+    first, second = sample_requests(proxy, 2)
     assert not first.HasField("seed") and second.seed == seeds[0] + 1
 
 

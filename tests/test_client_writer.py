@@ -270,6 +270,47 @@ def test_a_bad_transition_is_rejected_by_add_itself(client, fields, match):
         writer.add(obs=np.zeros(3, np.float32), action=2, reward=float("nan"), done=False)
 
 
+def test_a_rejected_value_leaves_nothing_of_its_row_behind(server, client):
+    with client.writer("t", max_batch=100) as writer:
+        add_numbered(writer, 0, 2)
+        with pytest.raises(SignatureMismatchError, match=r"field 'done'.*2 does not fit dtype bool"):
+            writer.add(obs=[99, 0, 0], action=99, reward=1.0, done=2)  # obs, action already fit
+        assert writer.pending == 2
+        add_numbered(writer, 2, 2)
+    assert stored_numbers(server.log_dir) == [0, 1, 2, 3]
+    assert from_batch(logged_appends(server.log_dir)[0][2].data)["action"].tolist() == [0, 1, 2, 3]
+
+
+def test_add_copies_its_values_so_a_reused_array_may_change_after(server, client):
+    obs = np.zeros(3, np.float32)
+    with client.writer("t", max_batch=100) as writer:
+        for i in range(3):
+            obs[0] = i  # an actor that steps its environment in place
+            writer.add(obs=obs, action=i, reward=1.0, done=False)
+    assert stored_numbers(server.log_dir) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("lineage, match", [
+    ({"episode_id": -1}, r"lineage.episode_id=-1 must be an integer in \[0, "),
+    ({"step": 1.5}, r"lineage.step=1.5 must be an integer"),
+    ({"request_id": 7}, r"lineage.request_id=7 must be a str"),
+    ({"step": [1, 2]}, r"lineage.step has 2 values; add\(\) takes one value per column"),
+    ({"episode": 1}, r"unknown key\(s\) \['episode'\]"),
+])
+def test_a_bad_lineage_value_is_rejected_by_add_and_names_the_column(server, client, lineage, match):
+    with client.writer("t", max_batch=100) as writer:
+        with pytest.raises(InvalidArgumentError, match=match):
+            writer.add(obs=np.zeros(3), action=0, reward=0.0, done=False, lineage=lineage)
+        assert writer.pending == 0
+        writer.add(obs=np.zeros(3), action=1, reward=0.0, done=False,
+                   lineage={"episode_id": np.uint64(4), "step": np.array([2]), "request_id": b"r-1",
+                            "model_version": -3, "source": "actor-0"})
+    (_, _, event), = logged_appends(server.log_dir)
+    lin = event.lineage
+    assert (list(lin.episode_id), list(lin.step), list(lin.request_id), list(lin.model_version),
+            list(lin.source)) == ([4], [2], ["r-1"], [-3], ["actor-0"])
+
+
 def test_use_after_close_raises_and_close_is_idempotent(client):
     writer = client.writer("t")
     writer.close()

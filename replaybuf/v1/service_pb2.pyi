@@ -138,6 +138,16 @@ class SampleRequest(_message.Message):
     at_lsn: int
     def __init__(self, table: _Optional[str] = ..., batch_size: _Optional[int] = ..., beta: _Optional[float] = ..., seed: _Optional[int] = ..., prefetch: _Optional[int] = ..., num_batches: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ..., at_lsn: _Optional[int] = ...) -> None: ...
 
+class SampleStreamRequest(_message.Message):
+    __slots__ = ("request", "consumed", "unconsumed")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CONSUMED_FIELD_NUMBER: _ClassVar[int]
+    UNCONSUMED_FIELD_NUMBER: _ClassVar[int]
+    request: SampleRequest
+    consumed: int
+    unconsumed: int
+    def __init__(self, request: _Optional[_Union[SampleRequest, _Mapping]] = ..., consumed: _Optional[int] = ..., unconsumed: _Optional[int] = ...) -> None: ...
+
 class SampleResponse(_message.Message):
     __slots__ = ("data", "info")
     DATA_FIELD_NUMBER: _ClassVar[int]

@@ -60,6 +60,11 @@ class ReplayServiceStub:
                 request_serializer=replaybuf_dot_v1_dot_service__pb2.SampleRequest.SerializeToString,
                 response_deserializer=replaybuf_dot_v1_dot_service__pb2.SampleResponse.FromString,
                 _registered_method=True)
+        self.SampleStream = channel.stream_stream(
+                '/replaybuf.v1.ReplayService/SampleStream',
+                request_serializer=replaybuf_dot_v1_dot_service__pb2.SampleStreamRequest.SerializeToString,
+                response_deserializer=replaybuf_dot_v1_dot_service__pb2.SampleResponse.FromString,
+                _registered_method=True)
         self.UpdatePriorities = channel.unary_unary(
                 '/replaybuf.v1.ReplayService/UpdatePriorities',
                 request_serializer=replaybuf_dot_v1_dot_service__pb2.UpdatePrioritiesRequest.SerializeToString,
@@ -167,10 +172,29 @@ class ReplayServiceServicer:
 
     def Sample(self, request, context):
         """Sample batches. The server streams up to `num_batches` batches (0 = until the client
-        cancels), keeping at most `prefetch` batches in flight. Each batch is drawn atomically at
-        one view LSN and logged as ItemsSampled. Blocks while the rate limiter forbids sampling,
-        up to `timeout_ms` per batch, then fails with DEADLINE_EXCEEDED. Batches already sent
-        stay valid when the stream later fails.
+        cancels), drawing at most `prefetch` batches ahead of what the transport has accepted.
+        HTTP/2 flow control lets the transport buffer many batches the client has not read, and
+        every one of them counts as sampled; a long-lived stream should use SampleStream, which
+        bounds draws by what the client consumed. Each batch is drawn atomically at one view LSN
+        and logged as ItemsSampled. Blocks while the rate limiter forbids sampling, up to
+        `timeout_ms` per batch, then fails with DEADLINE_EXCEEDED. Batches already sent stay
+        valid when the stream later fails.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SampleStream(self, request_iterator, context):
+        """Sample batches with flow control by credit: Sample's batches, drawn only as fast as the
+        client consumes them. The client's first message carries the SampleRequest, whose
+        `prefetch` is the initial credit (less `unconsumed` after a reconnect); each later message
+        acknowledges `consumed` batches and grants that much more. The server draws a batch only against credit, so at most
+        `prefetch` batches are drawn and not yet consumed, whatever the transport buffers; a
+        client that reads nothing costs `prefetch` draws, no more. Otherwise as Sample (seeds,
+        `num_batches`, `timeout_ms`, logging, errors). When the client half-closes, the stream
+        ends with OK once its remaining credit is spent. A first message without `request`, or
+        acknowledging more batches than were sent (plus `unconsumed`), fails with
+        INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -309,6 +333,11 @@ def add_ReplayServiceServicer_to_server(servicer, server):
             'Sample': grpc.unary_stream_rpc_method_handler(
                     servicer.Sample,
                     request_deserializer=replaybuf_dot_v1_dot_service__pb2.SampleRequest.FromString,
+                    response_serializer=replaybuf_dot_v1_dot_service__pb2.SampleResponse.SerializeToString,
+            ),
+            'SampleStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SampleStream,
+                    request_deserializer=replaybuf_dot_v1_dot_service__pb2.SampleStreamRequest.FromString,
                     response_serializer=replaybuf_dot_v1_dot_service__pb2.SampleResponse.SerializeToString,
             ),
             'UpdatePriorities': grpc.unary_unary_rpc_method_handler(
@@ -511,6 +540,33 @@ class ReplayService:
             target,
             '/replaybuf.v1.ReplayService/Sample',
             replaybuf_dot_v1_dot_service__pb2.SampleRequest.SerializeToString,
+            replaybuf_dot_v1_dot_service__pb2.SampleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SampleStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/replaybuf.v1.ReplayService/SampleStream',
+            replaybuf_dot_v1_dot_service__pb2.SampleStreamRequest.SerializeToString,
             replaybuf_dot_v1_dot_service__pb2.SampleResponse.FromString,
             options,
             channel_credentials,

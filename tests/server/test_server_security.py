@@ -91,6 +91,8 @@ def test_sampler_token_cannot_create_tables_evict_or_append(make_server):
     # What a sampler may do:
     assert len(list(sampler.Sample(service_pb2.SampleRequest(
         table="replay", batch_size=2, num_batches=1)))) == 1
+    assert len(list(sampler.SampleStream(iter([service_pb2.SampleStreamRequest(
+        request=service_pb2.SampleRequest(table="replay", batch_size=2, num_batches=1))])))) == 1
     assert sampler.DescribeTable(service_pb2.DescribeTableRequest(table="replay")).size == 4
     assert len(list(sampler.Subscribe(service_pb2.SubscribeRequest(from_lsn=1)))) >= 2
 
@@ -106,6 +108,8 @@ def test_writer_token_appends_but_cannot_sample_or_evict(make_server):
     assert writer.DescribeTable(service_pb2.DescribeTableRequest(table="replay")).size == 4
     for call in (
         lambda: list(writer.Sample(service_pb2.SampleRequest(table="replay", batch_size=1, num_batches=1))),
+        lambda: list(writer.SampleStream(iter([service_pb2.SampleStreamRequest(
+            request=service_pb2.SampleRequest(table="replay", batch_size=1, num_batches=1))]))),
         lambda: writer.Evict(service_pb2.EvictRequest(table="replay", item_ids=[1])),
     ):
         with pytest.raises(grpc.RpcError) as err:
