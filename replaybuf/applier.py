@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -184,7 +184,8 @@ class Batch:
                  tables: dict[str, TableRecord], stats: dict[int, TableStats],
                  next_item_id: int, next_table: int,
                  slots: Callable[[int, TableConfig], SlotSource],
-                 pending: Pending | None = None) -> None:
+                 pending: Pending | None = None,
+                 columns: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> None:
         self.txn = txn
         self._dbs = dbs
         self.tables = dict(tables)
@@ -198,6 +199,7 @@ class Batch:
         self._prios: dict[int, list[PrioUpdates]] = {}  # table -> priority updates (hot_meta)
         self.pending = pending if pending is not None else Pending(0)
         self.pending_after = self.pending  # the state after this transaction (`finish`)
+        self._columns = columns or {}  # LSN -> decoded arrays of a live ItemsAppended
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -343,13 +345,15 @@ class Batch:
                 f"ItemsAppended at LSN {lsn} has item ids {int(ids[0])}.. that do not increase "
                 f"past {self.next_item_id}; the view does not match the log"
             )
-        cols = {c.name: c for c in body.data.columns}
+        decoded = self._columns.get(lsn)
+        cols = {c.name: c for c in body.data.columns} if decoded is None else decoded
         rows = np.empty(n, row_dtype(cfg))
         rows["_v"] = _V
         for spec in cfg.signature:
             if spec.name not in cols:
                 raise DataLossError(f"ItemsAppended at LSN {lsn} lacks field {spec.name!r}")
-            rows[spec.name] = from_tensor(cols[spec.name].tensor, name=spec.name)
+            rows[spec.name] = (decoded[spec.name] if decoded is not None
+                               else from_tensor(cols[spec.name].tensor, name=spec.name))
         slots = self._slots(rec.index, cfg).alloc(n)
         lin = body.lineage
         metas = np.zeros(n, META_DTYPE)

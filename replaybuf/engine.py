@@ -68,8 +68,8 @@ from replaybuf.results import (
 )
 from replaybuf.table import SlotAllocator, Table
 from replaybuf.table_config import TableConfig
-from replaybuf.tensors import check_batch, to_batch
-from replaybuf.v1 import events_pb2
+from replaybuf.tensors import check_batch, from_batch, to_batch
+from replaybuf.v1 import events_pb2, tensor_pb2
 from replaybuf.view import Applied, View, ViewDamagedError
 from replaybuf import audit
 from replaybuf.rolling_metrics import RollingMetrics
@@ -235,8 +235,9 @@ class Engine:
             return t.allocator
         return self._new_slots.setdefault(idx, SlotAllocator(config.capacity))
 
-    def _apply(self, records: list[tuple[int, events_pb2.Event]], *, live: bool) -> list[Applied]:
-        applied = self._view.write(records, self._slots_for)
+    def _apply(self, records: list[tuple[int, events_pb2.Event]], *, live: bool,
+               columns: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> list[Applied]:
+        applied = self._view.write(records, self._slots_for, columns=columns)
         for a in applied:
             if a.kind == "table_created" and a.table >= 0:
                 rec = next(r for r in self._view.tables() if r.index == a.table)
@@ -255,14 +256,20 @@ class Engine:
         return t.config.reward_field if t is not None and t.config.has_reward else None
 
     def _commit(self, events: list[events_pb2.Event], *, producer_id: bytes | None = None,
-                producer_seq: int | None = None) -> tuple[AppendResult, list[Applied]]:
+                producer_seq: int | None = None,
+                columns: Mapping[str, np.ndarray] | None = None,
+                ) -> tuple[AppendResult, list[Applied]]:
+        """Log `events` as one frame, then apply them. `columns`: the validated arrays of the
+        last event (an ItemsAppended), so the view does not decode its tensors again."""
+
         ack = self._log.append([encode_event(e) for e in events], producer_id=producer_id,
                                producer_seq=producer_seq)
         if ack.duplicate:
             return ack, []
         try:
             records = list(zip(range(ack.first_lsn, ack.last_lsn + 1), events))
-            return ack, self._apply(records, live=True)
+            decoded = {ack.last_lsn: columns} if columns is not None else None
+            return ack, self._apply(records, live=True, columns=decoded)
         except BaseException as exc:
             # The log holds events that the view or RAM may lack: stop; reopening recovers.
             self._fail(exc)
@@ -361,7 +368,9 @@ class Engine:
 
         Args:
             table: table name.
-            data: one array per signature field, each with a leading batch dimension n.
+            data: one array per signature field, each with a leading batch dimension n; or
+                the same as an encoded `ColumnarBatch` (the server passes the request's, which
+                saves a copy of each column).
             priorities: n raw priorities (finite, >= 0), one for all, or None for the table's
                 current max priority (1.0 when empty), as in PER.
             lineage: per-item provenance; each column 0, 1 or n entries (see `Lineage`).
@@ -381,11 +390,12 @@ class Engine:
 
         self._check_open()
         t = self._table(table)
-        if not isinstance(data, Mapping):
+        encoded = isinstance(data, tensor_pb2.ColumnarBatch)
+        if not encoded and not isinstance(data, Mapping):
             raise InvalidArgumentError(
                 f"data is a {type(data).__name__}; pass a mapping of field name to array"
             )
-        cols = {k: np.asarray(v) for k, v in data.items()}
+        cols = from_batch(data) if encoded else {k: np.asarray(v) for k, v in data.items()}
         n = check_batch(cols, t.config.signature, table=table)
         if n > t.config.capacity:
             raise InvalidArgumentError(
@@ -400,7 +410,10 @@ class Engine:
         append_ev = events_pb2.Event(version=EVENT_VERSION, timestamp_ms=now_ms)
         appended = append_ev.items_appended
         appended.table = table
-        to_batch({s.name: cols[s.name] for s in t.config.signature}, out=appended.data)
+        if encoded:  # as it came over the wire: one copy into the event
+            appended.data.CopyFrom(data)
+        else:
+            to_batch({s.name: cols[s.name] for s in t.config.signature}, out=appended.data)
         lin.to_proto(appended.lineage)
         with t.limiter.reserve_insert(n, timeout) as reservation:
             with self._write_lock:
@@ -436,7 +449,7 @@ class Engine:
                 appended.priorities.extend(prios.tolist())
                 events.append(append_ev)
                 ack, _ = self._commit(events, producer_id=producer_id,
-                                      producer_seq=producer_seq)
+                                      producer_seq=producer_seq, columns=cols)
                 if ack.duplicate:
                     reservation.release()
                     ids, victims = self._ids_of_frame(ack), np.empty(0, np.uint64)

@@ -82,7 +82,7 @@ import logging
 import operator
 import shutil
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -494,6 +494,7 @@ class View:
         self,
         records: Sequence[tuple[int, events_pb2.Event]],
         slots_for: Callable[[int, TableConfig], SlotSource],
+        columns: Mapping[int, Mapping[str, np.ndarray]] | None = None,
     ) -> list[Applied]:
         """Apply `records` (consecutive ``(lsn, event)`` from ``applied_lsn + 1``) in ONE write
         transaction that also stores the new ``applied_lsn``.
@@ -501,7 +502,9 @@ class View:
         `slots_for(index, config)` returns the slot source of a table; the slots it hands out
         are undone if the transaction fails. On `lmdb.MapFullError` the transaction is aborted,
         the map doubled and the whole write retried. Cost: O(items touched) LMDB operations,
-        batched with ``putmulti``/``getmulti``. Not thread-safe (one writer).
+        batched with ``putmulti``/``getmulti``. Not thread-safe (one writer). `columns` maps
+        the LSN of an ItemsAppended to its already decoded and validated arrays (live appends),
+        which are used instead of decoding the event's tensors again.
 
         Raises:
             FailedPreconditionError: the records do not continue at ``applied_lsn + 1``.
@@ -532,7 +535,7 @@ class View:
                 with self._env.begin(write=True) as txn:
                     batch = Batch(txn, self._dbs, tables=self._tables, stats=self._stats,
                                   next_item_id=self.next_item_id, next_table=self._next_table,
-                                  slots=slots, pending=self._pending)
+                                  slots=slots, pending=self._pending, columns=columns)
                     out = []
                     for lsn, ev in records:
                         applied = batch.apply(lsn, ev)

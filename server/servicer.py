@@ -42,7 +42,6 @@ from replaybuf.export import ContentHasher, chunk_to_proto
 from replaybuf.file_log import FileLogConfig
 from replaybuf.materialize import DEFAULT_CHUNK_ITEMS
 from replaybuf.table_config import TableConfig
-from replaybuf.tensors import from_batch
 from replaybuf.v1 import events_pb2, service_pb2, service_pb2_grpc
 
 from .codec import encode_log_event, encode_sample, passthrough_serializer
@@ -273,7 +272,7 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             self._metrics.active_streams.labels("Append").dec()
 
     def _append_one(self, request: service_pb2.AppendRequest, context: grpc.ServicerContext) -> Any:
-        data = from_batch(request.data)
+        data = request.data  # the engine validates and logs the encoded batch as it came
         priorities = None
         if request.priorities:
             priorities = np.asarray(request.priorities, dtype=np.float64)

@@ -432,3 +432,22 @@ def test_slot_allocator_hands_out_the_lowest_free_slots_and_rolls_back():
     b.load(np.array([0, 1, 2, 3, 4]))
     b.free(np.array([3]))
     assert b.alloc(2).tolist() == [3, 5]
+
+
+def test_an_encoded_batch_appends_like_arrays_and_is_validated_before_logging(engine):
+    from replaybuf.errors import SignatureMismatchError
+    from replaybuf.tensors import to_batch
+
+    engine.create_table(TableConfig("enc", SIG, 16))
+    engine.append("enc", batch([1, 2]))
+    ack = engine.append("enc", to_batch(batch([3, 4])))  # as the server passes a request's
+    assert ack.item_ids.tolist() == [3, 4]
+    for i in range(1, 5):  # stored and mirrored the same way (the tag is the item's)
+        item = engine.table("enc").item(i)
+        assert item["tag"] == i and (item["obs"] == i).all()
+    end = engine.log.durable_lsn
+    bad = batch([5])
+    bad["tag"] = bad["tag"].astype(np.int32)
+    with pytest.raises(SignatureMismatchError, match="tag"):
+        engine.append("enc", to_batch(bad))
+    assert engine.log.durable_lsn == end  # nothing logged
