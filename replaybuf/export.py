@@ -34,6 +34,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ from replaybuf.v1 import service_pb2, table_pb2
 __all__ = [
     "Chunk", "ExportInfo", "ContentHasher", "FORMATS", "MANIFEST_VERSION", "write_export",
     "manifest_path", "empty_lineage", "chunk_to_proto", "chunk_from_proto",
-    "manifest_to_proto", "read_export", "NUMERIC_LINEAGE", "STRING_LINEAGE",
+    "manifest_to_proto", "read_export", "NUMERIC_LINEAGE", "STRING_LINEAGE", "Utf8Strings",
+    "utf8_column",
 ]
 
 #: Version of the manifest and of the content hash definition.
@@ -72,7 +74,10 @@ class Chunk:
         priorities: raw priorities (float64).
         times_sampled: draws counted up to the export LSN (uint64).
         lineage: ``episode_id``, ``step`` (uint64), ``model_version``, ``timestamp_ms``
-            (int64) arrays and ``request_id``, ``source`` lists of str.
+            (int64) arrays and ``request_id``, ``source`` sequences of str (lists, or
+            `Utf8Strings` from the engine).
+        utf8: the string lineage columns in UTF-8 form (`utf8_column`), filled on first use
+            by `Chunk.utf8_of` so the hasher and the writers encode each column once.
     """
 
     ids: np.ndarray
@@ -80,9 +85,20 @@ class Chunk:
     priorities: np.ndarray
     times_sampled: np.ndarray
     lineage: dict[str, Any]
+    utf8: dict[str, tuple[np.ndarray, bytes]] = field(default_factory=dict, repr=False,
+                                                       compare=False)
 
     def __len__(self) -> int:
         return int(self.ids.size)
+
+    def utf8_of(self, key: str) -> tuple[np.ndarray, bytes]:
+        """`utf8_column` of ``lineage[key]``, computed once (not thread-safe: call it before
+        handing the chunk to other threads)."""
+
+        got = self.utf8.get(key)
+        if got is None:
+            got = self.utf8[key] = utf8_column(self.lineage[key])
+        return got
 
 
 def empty_lineage(n: int) -> dict[str, Any]:
@@ -127,6 +143,105 @@ class ExportInfo:
         return ExportInfo(config.name, int(as_of_lsn), log_id, config, tuple(specs))
 
 
+class Utf8Strings(Sequence[str]):
+    """A read-only column of strings kept as their UTF-8 bytes and byte lengths.
+
+    The engine's export stream carries string lineage this way, straight from the log
+    records, so that the hasher and the writers never make a Python ``str`` per item; indexing
+    and iterating decode on demand, so it reads like the list of str `Chunk` documents.
+
+    Args:
+        lengths: UTF-8 byte length of each string (uint32).
+        utf8: the strings' UTF-8, concatenated.
+    """
+
+    __slots__ = ("lengths", "utf8", "_offsets")
+
+    def __init__(self, lengths: np.ndarray, utf8: bytes) -> None:
+        self.lengths = np.ascontiguousarray(lengths, "<u4")
+        self.utf8 = bytes(utf8)
+        self._offsets: np.ndarray | None = None
+        if int(self.lengths.sum(dtype=np.uint64)) != len(self.utf8):
+            raise ValueError(f"{len(self.utf8)} bytes of UTF-8 but lengths sum to "
+                             f"{int(self.lengths.sum(dtype=np.uint64))}")
+
+    @staticmethod
+    def concat(parts: Sequence[Utf8Strings]) -> Utf8Strings:
+        return Utf8Strings(np.concatenate([p.lengths for p in parts]) if parts
+                           else np.empty(0, "<u4"), b"".join(p.utf8 for p in parts))
+
+    def _bounds(self) -> np.ndarray:
+        if self._offsets is None:
+            offsets = np.zeros(self.lengths.size + 1, np.int64)
+            np.cumsum(self.lengths, out=offsets[1:])
+            self._offsets = offsets
+        return self._offsets
+
+    def __len__(self) -> int:
+        return int(self.lengths.size)
+
+    def __getitem__(self, index: Any) -> Any:
+        off = self._bounds()
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            stop = max(start, stop)
+            return Utf8Strings(self.lengths[start:stop],
+                               self.utf8[int(off[start]) : int(off[stop])])
+        i = int(index)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} strings")
+        return self.utf8[int(off[i]) : int(off[i + 1])].decode()
+
+    def take(self, indices: np.ndarray) -> Utf8Strings:
+        """The strings at `indices` (ascending or not), as a new column."""
+
+        off = self._bounds()
+        idx = np.asarray(indices, np.int64)
+        starts, ends = off[idx].tolist(), off[idx + 1].tolist()
+        return Utf8Strings(self.lengths[idx],
+                           b"".join([self.utf8[a:b] for a, b in zip(starts, ends)]))
+
+    def __iter__(self) -> Iterator[str]:
+        if self.utf8.isascii():
+            text = self.utf8.decode("ascii")
+            off = self._bounds().tolist()
+            return (text[a:b] for a, b in zip(off, off[1:]))
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Utf8Strings):
+            return self.utf8 == other.utf8 and np.array_equal(self.lengths, other.lengths)
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Utf8Strings({list(self)!r})"
+
+
+def utf8_column(strings: Sequence[str]) -> tuple[np.ndarray, bytes]:
+    """``(uint32 little-endian UTF-8 byte lengths, the concatenated UTF-8)`` of strings.
+
+    The concatenation is encoded in one call; when it is ASCII (request ids and sources
+    usually are) the lengths are the character counts, so no string is encoded on its own.
+    A `Utf8Strings` column already is this pair.
+    """
+
+    if isinstance(strings, Utf8Strings):
+        return strings.lengths, strings.utf8
+    joined = "".join(strings)
+    if joined.isascii():
+        return np.fromiter(map(len, strings), "<u4", len(strings)), joined.encode("ascii")
+    enc = [x.encode() for x in strings]
+    return np.fromiter(map(len, enc), "<u4", len(enc)), b"".join(enc)
+
+
 class ContentHasher:
     """SHA-256 over an export's content, independent of format and chunking.
 
@@ -158,18 +273,18 @@ class ContentHasher:
         if n:
             self._last_id = int(c.ids[-1])
         h = self._h
-        h["meta.item_id"].update(np.ascontiguousarray(c.ids, "<u8").tobytes())
+        # hashlib reads the arrays' buffers directly (no bytes copies); C-contiguous only.
+        h["meta.item_id"].update(np.ascontiguousarray(c.ids, "<u8"))
         for name, dt, _ in self.info.fields:
-            h[name].update(np.ascontiguousarray(c.columns[name], dt.newbyteorder("<")).tobytes())
-        h["meta.priority"].update(np.ascontiguousarray(c.priorities, "<f8").tobytes())
-        h["meta.times_sampled"].update(np.ascontiguousarray(c.times_sampled, "<u8").tobytes())
+            h[name].update(np.ascontiguousarray(c.columns[name], dt.newbyteorder("<")))
+        h["meta.priority"].update(np.ascontiguousarray(c.priorities, "<f8"))
+        h["meta.times_sampled"].update(np.ascontiguousarray(c.times_sampled, "<u8"))
         for k, dt in NUMERIC_LINEAGE:
-            h[f"lineage.{k}"].update(np.ascontiguousarray(c.lineage[k], dt).tobytes())
+            h[f"lineage.{k}"].update(np.ascontiguousarray(c.lineage[k], dt))
         for k in STRING_LINEAGE:
-            enc = [s.encode() for s in c.lineage[k]]
-            h[f"lineage.{k}"].update(
-                np.fromiter(map(len, enc), np.dtype("<u4"), len(enc)).tobytes())
-            h[f"lineage.{k}.utf8"].update(b"".join(enc))
+            lengths, utf8 = c.utf8_of(k)
+            h[f"lineage.{k}"].update(lengths)
+            h[f"lineage.{k}.utf8"].update(utf8)
         self.count += n
         if n:
             self.model_versions.update(np.unique(c.lineage["model_version"]).tolist())
@@ -273,7 +388,8 @@ def write_export(chunks: Iterable[Chunk], out: str | Path, fmt: str, *, info: Ex
 
     For ``minari`` `out` is the dataset id (``namespace/name-v0``), created in Minari's local
     root (``MINARI_DATASETS_PATH``). Cost: one pass over the chunks; memory O(chunk) for npz
-    and Parquet, O(table) for Minari (episodes are regrouped in RAM).
+    and Parquet; for Minari O(chunk + one episode) plus 24 bytes per item of sort keys (the
+    payloads reach their episodes through memory-mapped temporary files).
 
     Raises:
         InvalidArgumentError: an unknown format, or (Minari) a table without the fields a
@@ -287,9 +403,19 @@ def write_export(chunks: Iterable[Chunk], out: str | Path, fmt: str, *, info: Ex
     stream = _progress(chunks, total, progress, f"export {info.table}@{info.as_of_lsn}")
 
     def hashed() -> Iterator[Chunk]:
-        for c in stream:
-            hasher.update(c)
-            yield c
+        # SHA-256 runs on a worker thread (hashlib releases the GIL) while the writer handles
+        # the same chunk; chunks are hashed one at a time, in order.
+        with ThreadPoolExecutor(1, thread_name_prefix="replaybuf-hash") as pool:
+            previous: Future[None] | None = None
+            for c in stream:
+                for k in STRING_LINEAGE:
+                    c.utf8_of(k)  # here, not in the worker: the writer reads them too
+                if previous is not None:
+                    previous.result()
+                previous = pool.submit(hasher.update, c)
+                yield c
+            if previous is not None:
+                previous.result()
 
     if fmt == "npz":
         _write_npz(hashed(), Path(out), info)
@@ -340,8 +466,11 @@ def _write_npz(chunks: Iterator[Chunk], out: Path, info: ExportInfo) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
         files = {n: open(tmp / f"{i}.raw", "wb") for i, (n, _, _) in enumerate(fixed)}
+        # strings: one raw file per column, each chunk at its own width, widened at the end
+        string_files = {k: open(tmp / f"s{i}.raw", "wb") for i, k in enumerate(STRING_LINEAGE)}
+        widths: dict[str, list[tuple[int, int]]] = {k: [] for k in STRING_LINEAGE}
         maxlen = dict.fromkeys(STRING_LINEAGE, 1)
-        n = nchunks = 0
+        n = 0
         try:
             for c in chunks:
                 n += len(c)
@@ -349,16 +478,15 @@ def _write_npz(chunks: Iterator[Chunk], out: Path, info: ExportInfo) -> None:
                 for name, dt, _ in info.fields:
                     arrays[name] = c.columns[name]
                 for name, dt, _ in fixed:
-                    files[name].write(np.ascontiguousarray(arrays[name], dt).tobytes())
-                for i, k in enumerate(STRING_LINEAGE):
-                    strs = np.asarray(list(c.lineage[k]), dtype=str)
-                    if strs.size:
-                        maxlen[k] = max(maxlen[k], strs.dtype.itemsize // 4)
-                    np.save(tmp / f"s{i}-{nchunks}.npy", strs.astype("<U1") if not strs.size
-                            else strs, allow_pickle=False)
-                nchunks += 1
+                    files[name].write(np.ascontiguousarray(arrays[name], dt).data)
+                for k in STRING_LINEAGE:
+                    strs = _fixed_unicode(c, k)
+                    width = max(1, strs.dtype.itemsize // 4)
+                    maxlen[k] = max(maxlen[k], width)
+                    widths[k].append((strs.size, width))
+                    string_files[k].write(np.ascontiguousarray(strs, f"<U{width}").data)
         finally:
-            for f in files.values():
+            for f in [*files.values(), *string_files.values()]:
                 f.close()
         part = out.with_name(out.name + ".part")
         with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -369,11 +497,11 @@ def _write_npz(chunks: Iterator[Chunk], out: Path, info: ExportInfo) -> None:
                         shutil.copyfileobj(r, w, 1 << 20)
             for i, k in enumerate(STRING_LINEAGE):
                 dt = np.dtype(f"<U{maxlen[k]}")
-                with _zip_member(zf, f"lineage.{k}") as w:
+                with _zip_member(zf, f"lineage.{k}") as w, open(tmp / f"s{i}.raw", "rb") as r:
                     _npy_header(w, dt, (n,))
-                    for j in range(nchunks):
-                        part_strs = np.load(tmp / f"s{i}-{j}.npy", allow_pickle=False)
-                        w.write(part_strs.astype(dt).tobytes())
+                    for count, width in widths[k]:
+                        part_strs = np.fromfile(r, f"<U{width}", count)
+                        w.write(part_strs.astype(dt).data)
         os.replace(part, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -405,6 +533,35 @@ def _arrow_column(pa: Any, arr: np.ndarray, shape: tuple[int, ...]) -> Any:
     return flat
 
 
+def _arrow_strings(pa: Any, c: Chunk, key: str) -> Any:
+    """``lineage[key]`` as an Arrow string array built from its UTF-8 buffers (no
+    per-string conversion; the same array as ``pa.array(strings, pa.string())``)."""
+
+    lengths, utf8 = c.utf8_of(key)
+    if len(utf8) >= 2**31:  # beyond int32 offsets: let pyarrow decide
+        return pa.array(list(c.lineage[key]), pa.string())
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(utf8))
+
+
+def _fixed_unicode(c: Chunk, key: str) -> np.ndarray:
+    """``lineage[key]`` as ``numpy.asarray(strings, dtype=str)`` would give it (width = the
+    longest string, at least 1), straight from the UTF-8 bytes when they are ASCII strings of
+    one length (typical ids), else through numpy's per-string conversion."""
+
+    lengths, utf8 = c.utf8_of(key)
+    n = len(lengths)
+    if n and utf8.isascii():
+        width = int(lengths[0])
+        if not (lengths != width).any():
+            if width == 0:
+                return np.zeros(n, "<U1")
+            codes = np.frombuffer(utf8, np.uint8).reshape(n, width).astype("<u4")
+            return codes.view(f"<U{width}").reshape(n)
+    return np.asarray(list(c.lineage[key]), dtype=str)
+
+
 def _write_parquet(chunks: Iterator[Chunk], out: Path, info: ExportInfo) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -430,36 +587,48 @@ def _write_parquet(chunks: Iterator[Chunk], out: Path, info: ExportInfo) -> None
 
 def _parquet_rows(pa: Any, pq: Any, chunks: Iterator[Chunk], part: Path, schema: Any,
                   info: ExportInfo) -> None:
+    # Row groups are encoded and compressed by pyarrow (GIL released) on one worker thread
+    # while this thread decodes and hashes the next chunk; at most one group is in flight, and
+    # groups are written in order, so the bytes are those of a serial write.
     pending: list[Any] = []
     rows = 0
+    inflight: Future[None] | None = None
     with pq.ParquetWriter(part, schema, compression="zstd", compression_level=3,
                           use_dictionary=False, write_statistics=True,
-                          version="2.6") as writer:
+                          version="2.6") as writer, ThreadPoolExecutor(
+                              1, thread_name_prefix="replaybuf-parquet") as pool:
+
+        def write(group: Any) -> None:
+            nonlocal inflight
+            if inflight is not None:
+                inflight.result()
+            inflight = pool.submit(writer.write_table, group, row_group_size=PARQUET_ROW_GROUP)
 
         def flush(final: bool) -> None:
             nonlocal pending, rows
             if not pending:
                 return
-            table = pa.concat_tables(pending)
+            table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
             cut = rows if final else rows - rows % PARQUET_ROW_GROUP
             for start in range(0, cut, PARQUET_ROW_GROUP):
                 # one contiguous chunk per row group: pages must not depend on the chunking
-                group = table.slice(start, min(PARQUET_ROW_GROUP, cut - start)).combine_chunks()
-                writer.write_table(group, row_group_size=PARQUET_ROW_GROUP)
+                write(table.slice(start, min(PARQUET_ROW_GROUP, cut - start)).combine_chunks())
             rest = table.slice(cut)
             pending, rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
 
         for c in chunks:
-            arrays = [pa.array(np.asarray(c.ids, np.uint64))]
+            arrays = [pa.array(np.ascontiguousarray(c.ids, np.uint64))]
             arrays += [_arrow_column(pa, np.asarray(c.columns[n], dt), s)
                        for n, dt, s in info.fields]
             arrays += [pa.array(a) for _, a in _meta_arrays(c)[1:]]
-            arrays += [pa.array(list(c.lineage[k]), pa.string()) for k in STRING_LINEAGE]
+            arrays += [_arrow_strings(pa, c, k) for k in STRING_LINEAGE]
             pending.append(pa.Table.from_arrays(arrays, schema=schema))
             rows += len(c)
             if rows >= PARQUET_ROW_GROUP:
                 flush(False)
         flush(True)
+        if inflight is not None:
+            inflight.result()
 
 
 # -- Minari -------------------------------------------------------------------------------------
@@ -490,11 +659,13 @@ def _write_minari(chunks: Iterator[Chunk], dataset_id: str, info: ExportInfo) ->
     are not consecutive (an evicted middle). An episode piece whose last item is not ``done``
     (still running, or its tail evicted) is exported as *truncated*; observations are the
     items' ``obs`` plus the last item's ``next_obs``. The item ids of each piece go in the
-    first step's info (``infos["item_id"]``) so an import keeps the order."""
+    first step's info (``infos["item_id"]``) so an import keeps the order.
+
+    Memory: the five fields stream to raw files in a temporary directory beside Minari's
+    dataset root and are read back memory-mapped, one episode at a time, as Minari writes
+    it; RAM holds the sort keys (24 bytes per item) and one episode."""
 
     import minari
-    from minari.data_collector import EpisodeBuffer
-
     from minari.dataset.minari_dataset import parse_dataset_id
 
     try:
@@ -509,48 +680,72 @@ def _write_minari(chunks: Iterator[Chunk], dataset_id: str, info: ExportInfo) ->
         raise InvalidArgumentError(
             f"a Minari export needs fields {list(MINARI_FIELDS)}; table {info.table!r} "
             f"lacks {missing} (or they were left out with fields=)")
-    parts: list[Chunk] = list(chunks)
-    ids = np.concatenate([c.ids for c in parts]) if parts else np.empty(0, np.uint64)
-    col = {f: np.concatenate([c.columns[f] for c in parts]) if parts
-           else np.empty((0, *specs[f][1]), specs[f][0]) for f in MINARI_FIELDS}
-    ep = np.concatenate([c.lineage["episode_id"] for c in parts]) if parts else ids
-    step = np.concatenate([c.lineage["step"] for c in parts]) if parts else ids
+    path = _minari_dir(dataset_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=path.parent))
+    try:
+        keys: dict[str, list[np.ndarray]] = {"ids": [], "episode_id": [], "step": []}
+        files = {f: open(tmp / f"{f}.raw", "wb") for f in MINARI_FIELDS}
+        n = 0
+        try:
+            for c in chunks:
+                n += len(c)
+                keys["ids"].append(np.asarray(c.ids, np.uint64))
+                keys["episode_id"].append(np.asarray(c.lineage["episode_id"], np.uint64))
+                keys["step"].append(np.asarray(c.lineage["step"], np.uint64))
+                for f in MINARI_FIELDS:
+                    files[f].write(np.ascontiguousarray(c.columns[f], specs[f][0]).data)
+        finally:
+            for fh in files.values():
+                fh.close()
+        col = {f: np.memmap(tmp / f"{f}.raw", specs[f][0], "r", shape=(n, *specs[f][1]))
+               if n else np.empty((0, *specs[f][1]), specs[f][0]) for f in MINARI_FIELDS}
+        ids, ep, step = (np.concatenate(keys[k]) if n else np.empty(0, np.uint64)
+                         for k in ("ids", "episode_id", "step"))
+        del keys
+        if path.exists():
+            shutil.rmtree(path)
+        minari.create_dataset_from_buffers(
+            dataset_id=dataset_id, buffer=_minari_episodes(col, ids, ep, step),
+            observation_space=_box(*specs["obs"]), action_space=_box(*specs["action"]),
+            algorithm_name="replaybuf export", data_format="arrow",
+            description=f"replaybuf table {info.table!r} as of LSN {info.as_of_lsn} "
+                        f"(log {info.log_id})")
+        col.clear()  # drop the memory maps before their files go
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _minari_episodes(col: Mapping[str, np.ndarray], ids: np.ndarray, ep: np.ndarray,
+                     step: np.ndarray) -> Iterator[Any]:
+    """Minari episode buffers, one per episode piece (see `_write_minari`), made on demand
+    (Minari writes each before asking for the next)."""
+
+    from minari.data_collector import EpisodeBuffer
+
     order = np.lexsort((ids, step, ep))
-    buffers = []
-    start = 0
-    n = order.size
-    while start < n:
-        end = start + 1
-        while (end < n and ep[order[end]] == ep[order[start]]
-               and step[order[end]] == step[order[end - 1]] + 1):
-            end += 1
+    eo, so = ep[order], step[order]
+    # a piece ends where the episode changes or the steps stop being consecutive
+    cuts = np.flatnonzero((eo[1:] != eo[:-1]) | (so[1:] != so[:-1] + np.uint64(1))) + 1
+    bounds = np.concatenate([[0], cuts, [order.size]]).tolist() if order.size else [0]
+    for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
         sel = order[start:end]
         done = np.asarray(col["done"][sel]).astype(bool).reshape(-1)
         term = done.copy()
         trunc = np.zeros_like(term)
         trunc[-1] = not term[-1]
         pad = np.concatenate([sel, sel[-1:]])  # infos have T + 1 entries, like observations
-        buffers.append(EpisodeBuffer(
-            id=len(buffers),
+        yield EpisodeBuffer(
+            id=k,
             observations=np.concatenate([col["obs"][sel], col["next_obs"][sel[-1:]]]),
-            actions=col["action"][sel],
+            actions=np.asarray(col["action"][sel]),
             rewards=np.asarray(col["reward"][sel], np.float64).reshape(-1).tolist(),
             terminations=term.tolist(),
             truncations=trunc.tolist(),
             infos={"item_id": ids[pad].astype(np.int64).tolist(),
                    "episode_id": ep[pad].astype(np.int64).tolist(),
                    "step": step[pad].astype(np.int64).tolist()},
-        ))
-        start = end
-    path = _minari_dir(dataset_id)
-    if path.exists():
-        shutil.rmtree(path)
-    minari.create_dataset_from_buffers(
-        dataset_id=dataset_id, buffer=buffers,
-        observation_space=_box(*specs["obs"]), action_space=_box(*specs["action"]),
-        algorithm_name="replaybuf export", data_format="arrow",
-        description=f"replaybuf table {info.table!r} as of LSN {info.as_of_lsn} "
-                    f"(log {info.log_id})")
+        )
 
 
 # -- reading back (import) ----------------------------------------------------------------------

@@ -1,18 +1,27 @@
 """Time travel: a table exactly as it stood at LSN n, rebuilt from the log.
 
-`Materialized` replays the log's events ``1..n`` through the engine's own applier
-(`replaybuf.view.View.write`, the code path of live writes, catch-up and rebuild) into a
-scratch LMDB view in a temporary directory, keeping only the events of the one table (the
-others are replaced by empty events, which the applier skips; every event names its table, so
-this changes nothing for the table kept). "As of n" is therefore equal to the live view at
-n by construction, and an export at n is byte-identical after a restart or a rebuild.
+`Materialized` reads the log's events ``1..n`` and keeps the state of the one table's present
+items that events change after the append (priority, reward, times sampled, presence) in
+numpy arrays, applying each event as one vectorized step with the rules of the engine's
+applier (`replaybuf.applier`: items an event names that are absent are skipped, the last of
+repeated ids wins, a draw counts for items appended before it, the first ``TableCreated`` of
+a name wins). `Materialized.chunks` then reads the ``ItemsAppended`` events that still hold
+present items a second time and streams their payloads, decoded with one
+``numpy.frombuffer`` per field and event, in id order; string lineage is cut out of the
+record bytes in bulk (`Utf8Strings`), never a Python ``str`` per item. The first read parses
+append events without their lineage, updates and draws between two appends or evictions are
+applied together (the present set cannot change in between). Payloads never touch a scratch
+database, and the result equals the live view at n (``tests/test_materialize.py`` checks
+it against the LMDB view the applier writes), so an export at n is byte-identical after a
+restart or a rebuild.
 
-The scratch view keeps payloads on disk, so `Materialized.chunks` streams items in id order
-with O(chunk) memory; `Materialized.table` loads the RAM runtime (`replaybuf.table.Table`,
-O(capacity) memory) for deterministic replay of a draw (`replay_sample`).
+`Materialized.table` and `Materialized.read_strings` (deterministic replay of a draw,
+`replay_sample`) need the RAM runtime; they replay the log through the applier into a scratch
+LMDB view in a temporary directory, built on first use.
 
-Cost: O(events <= n) to replay (the events of other tables are decoded and dropped) plus the
-LMDB writes of the table's items. Not thread-safe; one `Materialized` per caller.
+Cost: reading and decoding the events ``<= n`` once, then the append events of the present
+items again; memory O(present items) for the state (34 bytes each) plus O(chunk) for the
+stream. Not thread-safe; one `Materialized` per caller.
 
 Example::
 
@@ -23,29 +32,41 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
-from replaybuf.errors import FailedPreconditionError, InvalidArgumentError, TableNotFoundError
-from replaybuf.events import decode_event
-from replaybuf.export import Chunk, ExportInfo, NUMERIC_LINEAGE
+from replaybuf.errors import (
+    DataLossError, FailedPreconditionError, InvalidArgumentError, TableNotFoundError,
+    ViewDamagedError,
+)
+from replaybuf.events import EVENT_VERSION, decode_event
+from replaybuf.export import Chunk, ExportInfo, NUMERIC_LINEAGE, STRING_LINEAGE, Utf8Strings
 from replaybuf.log import Log
 from replaybuf.results import Sample, sample_from_draw
 from replaybuf.table import SlotAllocator, Table
 from replaybuf.table_config import TableConfig
+from replaybuf.tensors import from_tensor
 from replaybuf.v1 import events_pb2
-from replaybuf.view import View
+from replaybuf.view import TableRecord, View
 
-__all__ = ["Materialized", "replay_sample", "DEFAULT_CHUNK_ITEMS"]
+__all__ = ["Materialized", "replay_sample", "DEFAULT_CHUNK_ITEMS", "EXPORT_CHUNK_ITEMS"]
 
+#: Items per message of the gRPC Export stream when the request does not say.
 DEFAULT_CHUNK_ITEMS = 4096
+#: Most items per chunk of `Materialized.chunks` when the caller does not say.
+EXPORT_CHUNK_ITEMS = 65536
 _BATCH_EVENTS = 2048
 _BATCH_BYTES = 64 << 20
+_CHANGES_MAX = 1 << 20  # buffered updates and draws before they are applied (memory bound)
+_U64 = np.dtype(np.uint64)
+_F64 = np.dtype(np.float64)
 
 
 def _table_of(ev: events_pb2.Event) -> str | None:
@@ -62,14 +83,384 @@ class _Clock:
     lsn = 0
 
 
+_SCAN_EVENT: Any = None
+
+
+def _scan_event_class() -> Any:
+    """An ``Event`` look-alike whose ``items_appended`` lacks the lineage (field 5): the scan
+    needs ids, priorities and the reward column, and a batch's per-item strings cost more to
+    parse than all the rest of it. Every other body is the real message type."""
+
+    global _SCAN_EVENT
+    if _SCAN_EVENT is None:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        from replaybuf.v1 import tensor_pb2  # noqa: F401 - registers ColumnarBatch
+
+        fd = descriptor_pb2.FileDescriptorProto(
+            name="replaybuf/v1/_materialize_scan.proto", package="replaybuf.v1.scan",
+            syntax="proto3",
+            dependency=[events_pb2.DESCRIPTOR.name, tensor_pb2.DESCRIPTOR.name])
+        app = fd.message_type.add()
+        events_pb2.ItemsAppended.DESCRIPTOR.CopyToProto(app)
+        app.name = "Appended"
+        kept = [f for f in app.field if f.name != "lineage"]
+        del app.field[:]
+        app.field.extend(kept)
+        ev = fd.message_type.add()
+        events_pb2.Event.DESCRIPTOR.CopyToProto(ev)
+        for f in ev.field:
+            if f.name == "items_appended":
+                f.type_name = ".replaybuf.v1.scan.Appended"
+        pool = descriptor_pool.Default()
+        try:
+            pool.FindFileByName(fd.name)
+        except KeyError:
+            pool.AddSerializedFile(fd.SerializeToString())
+        _SCAN_EVENT = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("replaybuf.v1.scan.Event"))
+    return _SCAN_EVENT
+
+
+def _scan_decode(payload: bytes, lsn: int) -> Any:
+    """`decode_event` with the scan's skinny class: the same checks, the same errors."""
+
+    try:
+        ev = _scan_event_class().FromString(payload)
+    except Exception:  # noqa: BLE001 - decode_event raises the proper DataLossError
+        return decode_event(payload, lsn=lsn)
+    if ev.version > EVENT_VERSION or ev.WhichOneof("body") is None:
+        return decode_event(payload, lsn=lsn)
+    return ev
+
+
+class _LiveItems:
+    """The mutable state of a table's present items during a scan, ids ascending.
+
+    Arrays grow by doubling; evicted items are marked dead and squeezed out once they
+    outnumber the live ones, so memory stays O(present items). Not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.dead = 0
+        self.ids = np.empty(0, _U64)
+        self.priority = np.empty(0, _F64)
+        self.reward = np.empty(0, _F64)
+        self.times = np.empty(0, _U64)
+        self.alive = np.empty(0, np.bool_)
+
+    @property
+    def count(self) -> int:
+        return self.n - self.dead
+
+    def append(self, ids: np.ndarray, priority: np.ndarray, reward: np.ndarray) -> None:
+        """Add items whose ids are all above the last one. Amortized O(len(ids))."""
+
+        end = self.n + ids.size
+        if end > self.ids.size:
+            size = max(end, 2 * self.ids.size, 1024)
+            for name in ("ids", "priority", "reward", "times", "alive"):
+                old = getattr(self, name)
+                new = np.empty(size, old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        sl = slice(self.n, end)
+        self.ids[sl] = ids
+        self.priority[sl] = priority
+        self.reward[sl] = reward
+        self.times[sl] = 0
+        self.alive[sl] = True
+        self.n = end
+
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, hit)``: where each of `ids` sits, and which are present."""
+
+        if self.n == 0:
+            return np.zeros(ids.size, np.intp), np.zeros(ids.size, np.bool_)
+        pos = np.searchsorted(self.ids[: self.n], ids)
+        at = np.minimum(pos, self.n - 1)
+        hit = (pos < self.n) & (self.ids[at] == ids) & self.alive[at]
+        return at, hit
+
+    def evict(self, positions: np.ndarray) -> None:
+        self.alive[positions] = False
+        self.dead += positions.size
+        if self.dead > max(self.count, 65536):
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop the dead items (O(n))."""
+
+        keep = np.flatnonzero(self.alive[: self.n])
+        for name in ("ids", "priority", "reward", "times", "alive"):
+            setattr(self, name, getattr(self, name)[keep].copy())
+        self.n = keep.size
+        self.dead = 0
+
+
+def _small_array(values: Any, dtype: np.dtype) -> np.ndarray:
+    """A repeated protobuf field as an array: `numpy.fromiter` is cheaper for the few values
+    of a typical update or draw, `numpy.asarray` for a big batch."""
+
+    n = len(values)
+    return np.fromiter(values, dtype, n) if n < 256 else np.asarray(values, dtype)
+
+
+class _Changes:
+    """Priority updates, reward corrections and draws since the last append or eviction,
+    applied to `_LiveItems` as one vectorized step: the present items cannot change in
+    between, so applying the concatenation (the last of repeated ids wins, draws add up)
+    equals applying the events one by one, at a fraction of the per-event cost."""
+
+    def __init__(self) -> None:
+        self.priorities: list[tuple[np.ndarray, np.ndarray]] = []
+        self.rewards: list[tuple[np.ndarray, np.ndarray]] = []
+        self.draws: list[tuple[np.ndarray, np.ndarray]] = []
+        self.size = 0
+
+    def add(self, into: list[tuple[np.ndarray, np.ndarray]], ids: Any,
+            values: Any = None) -> None:
+        arr = _small_array(ids, _U64)
+        if not arr.size:
+            return
+        vals = _small_array(values if values is not None else (), _F64)
+        if values is not None and vals.size < arr.size:
+            raise DataLossError(
+                f"an event names {arr.size} items but carries {vals.size} values")
+        into.append((arr, vals[: arr.size] if values is not None else vals))
+        self.size += arr.size
+
+    def apply(self, live: _LiveItems) -> None:
+        for parts, target in ((self.priorities, live.priority), (self.rewards, live.reward)):
+            if parts:
+                ids = np.concatenate([p[0] for p in parts])
+                values = np.concatenate([p[1] for p in parts])
+                uniq, src = _last_wins(ids)
+                pos, hit = live.find(uniq)
+                target[pos[hit]] = values[src[hit]]
+        if self.draws:
+            uniq, counts = np.unique(np.concatenate([p[0] for p in self.draws]),
+                                     return_counts=True)
+            pos, hit = live.find(uniq)
+            live.times[pos[hit]] += counts[hit].astype(_U64)
+        self.priorities, self.rewards, self.draws = [], [], []
+        self.size = 0
+
+
+def _stream_decode(payload: bytes, lsn: int) -> tuple[Any, Any, dict[str, Utf8Strings] | None]:
+    """An append event for the stream: ``(body, numeric lineage, string columns)``; the
+    string columns are None when the lineage was parsed the ordinary way (then the numeric
+    lineage object carries the strings too)."""
+
+    event_cls, numbers_cls = _stream_classes()
+    try:
+        ev = event_cls.FromString(payload)
+    except Exception:  # noqa: BLE001 - decode_event raises the proper DataLossError
+        ev = None
+    if ev is not None and ev.version <= EVENT_VERSION and ev.HasField("items_appended"):
+        body = ev.items_appended
+        strings = _wire_strings(body.lineage)
+        if strings is not None:
+            return body, numbers_cls.FromString(body.lineage), strings
+    full = decode_event(payload, lsn=lsn).items_appended
+    return full, full.lineage, None
+
+
+_STREAM: Any = None
+#: Lineage fields that are strings (field number -> name), read from the wire by `_wire_strings`.
+_STRING_FIELDS = {3: "request_id", 6: "source"}
+
+
+def _stream_classes() -> tuple[Any, Any]:
+    """``(Event, Numbers)`` look-alikes for the second read of append events: the event's
+    ``items_appended.lineage`` stays raw bytes, and ``Numbers`` is ``Lineage`` without its
+    string fields, so upb parses the numeric columns while `_wire_strings` cuts the strings
+    out of the bytes in bulk (a ``str`` per item costs more than all the rest)."""
+
+    global _STREAM
+    if _STREAM is None:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        from replaybuf.v1 import table_pb2, tensor_pb2
+
+        f = descriptor_pb2.FieldDescriptorProto
+        fd = descriptor_pb2.FileDescriptorProto(
+            name="replaybuf/v1/_materialize_stream.proto", package="replaybuf.v1.stream",
+            syntax="proto3", dependency=[events_pb2.DESCRIPTOR.name,
+                                         tensor_pb2.DESCRIPTOR.name, table_pb2.DESCRIPTOR.name])
+        numbers = fd.message_type.add()
+        table_pb2.Lineage.DESCRIPTOR.CopyToProto(numbers)
+        numbers.name = "Numbers"
+        kept = [x for x in numbers.field if x.number not in _STRING_FIELDS]
+        del numbers.field[:]
+        numbers.field.extend(kept)
+        app = fd.message_type.add()
+        events_pb2.ItemsAppended.DESCRIPTOR.CopyToProto(app)
+        app.name = "Appended"
+        for x in app.field:
+            if x.name == "lineage":
+                x.type = f.TYPE_BYTES
+                x.ClearField("type_name")
+        ev = fd.message_type.add()
+        events_pb2.Event.DESCRIPTOR.CopyToProto(ev)
+        for x in ev.field:
+            if x.name == "items_appended":
+                x.type_name = ".replaybuf.v1.stream.Appended"
+        pool = descriptor_pool.Default()
+        try:
+            pool.FindFileByName(fd.name)
+        except KeyError:
+            pool.AddSerializedFile(fd.SerializeToString())
+        _STREAM = tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(
+            f"replaybuf.v1.stream.{name}")) for name in ("Event", "Numbers"))
+    return _STREAM
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _wire_strings(raw: bytes, max_runs: int = 64) -> dict[str, Utf8Strings] | None:
+    """The string fields of a serialized ``Lineage`` as `Utf8Strings`, or None to say "parse
+    it the ordinary way".
+
+    A repeated string field is one record (tag, length, bytes) per string. Ids of one width
+    make runs of records with the same tag and length at a fixed stride; each run is checked
+    and cut out with numpy in one step. Fields are walked in Python one run at a time, so
+    strings of varying lengths (many short runs) give up after `max_runs` and return None.
+    """
+
+    arr = np.frombuffer(raw, np.uint8)
+    size = len(raw)
+    parts: dict[int, tuple[list[np.ndarray], list[bytes]]] = {
+        k: ([], []) for k in _STRING_FIELDS}
+    pos = runs = 0
+    try:
+        while pos < size:
+            runs += 1
+            if runs > max_runs:
+                return None
+            tag, p = _varint(raw, pos)
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                pos = _varint(raw, p)[1]
+            elif wire == 1:
+                pos = p + 8
+            elif wire == 5:
+                pos = p + 4
+            elif wire != 2:
+                return None
+            else:
+                length, q = _varint(raw, p)
+                if field not in _STRING_FIELDS:
+                    pos = q + length
+                    continue
+                head = q - pos
+                stride = head + length
+                if pos + stride > size:
+                    return None
+                starts = pos + stride * np.arange((size - pos) // stride)
+                same = np.ones(starts.size, np.bool_)
+                for j in range(head):  # the same tag and length bytes, record after record
+                    same &= arr[starts + j] == arr[pos + j]
+                k = starts.size if same.all() else int(np.argmin(same))
+                block = arr[pos : pos + k * stride].reshape(k, stride)[:, head:]
+                parts[field][0].append(np.full(k, length, "<u4"))
+                parts[field][1].append(block.tobytes())
+                pos += k * stride
+    except ValueError:
+        return None
+    if pos != size:
+        return None
+    return {name: Utf8Strings(np.concatenate(parts[k][0]) if parts[k][0]
+                              else np.empty(0, "<u4"), b"".join(parts[k][1]))
+            for k, name in _STRING_FIELDS.items()}
+
+
+def _broadcast_strings(col: Utf8Strings, n: int) -> Utf8Strings:
+    """`_strings` for a `Utf8Strings` column: n strings, the last one repeating."""
+
+    count = len(col)
+    if count == n:
+        return col
+    if count > n:
+        return col[:n]  # type: ignore[no-any-return]
+    if count == 0:
+        return Utf8Strings(np.zeros(n, "<u4"), b"")
+    last = col.lengths[-1:]
+    tail = col.utf8[len(col.utf8) - int(last[0]) :]
+    return Utf8Strings(np.concatenate([col.lengths, np.repeat(last, n - count)]),
+                       col.utf8 + tail * (n - count))
+
+
+def _last_wins(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ids and, for each, the index of its last occurrence in `ids`."""
+
+    rev_u, rev_i = np.unique(ids[::-1], return_index=True)
+    return rev_u, ids.size - 1 - rev_i
+
+
+def _column(values: Any, n: int, dtype: np.dtype) -> np.ndarray:
+    """A lineage or priority column of 0, 1 or n entries as n values (numpy broadcasting,
+    the way the applier assigns it into the item records)."""
+
+    out = np.zeros(n, dtype)
+    if len(values):
+        out[:] = np.asarray(values)
+    return out
+
+
+def _strings(values: Any, n: int) -> list[str]:
+    """A string lineage column of 0..n entries as n strings: the last one repeats (as the
+    applier stores it), none gives empty strings."""
+
+    got = list(values)
+    if len(got) >= n:
+        return got[:n] if len(got) > n else got
+    return got + [got[-1]] * (n - len(got)) if got else [""] * n
+
+
+def _concat(parts: list[Chunk]) -> Chunk:
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    lineage: dict[str, Any] = {k: np.concatenate([p.lineage[k] for p in parts])
+                               for k, _ in NUMERIC_LINEAGE}
+    for k in STRING_LINEAGE:
+        cols = [p.lineage[k] for p in parts]
+        lineage[k] = (Utf8Strings.concat(cols) if all(isinstance(c, Utf8Strings) for c in cols)
+                      else list(itertools.chain.from_iterable(cols)))
+    return Chunk(np.concatenate([p.ids for p in parts]),
+                 {f: np.concatenate([p.columns[f] for p in parts]) for f in first.columns},
+                 np.concatenate([p.priorities for p in parts]),
+                 np.concatenate([p.times_sampled for p in parts]), lineage)
+
+
+def _slice(c: Chunk, start: int, stop: int) -> Chunk:
+    return Chunk(c.ids[start:stop], {f: a[start:stop] for f, a in c.columns.items()},
+                 c.priorities[start:stop], c.times_sampled[start:stop],
+                 {k: v[start:stop] for k, v in c.lineage.items()})
+
+
 class Materialized:
-    """One table as of one LSN, in a scratch view. See the module docstring.
+    """One table as of one LSN. See the module docstring.
 
     Args:
-        log: the log to replay (read-only use).
+        log: the log to replay (read-only use; it must stay open while chunks are read).
         table: table name.
         as_of_lsn: the LSN (1 .. the log's last LSN).
-        tmp_dir: parent directory of the scratch view (default: the system temp dir).
+        tmp_dir: parent directory of the scratch view that `table` builds (default: the
+            system temp dir).
 
     Raises:
         InvalidArgumentError: `as_of_lsn` outside the log.
@@ -87,42 +478,89 @@ class Materialized:
         self.table_name = table
         self.as_of_lsn = as_of_lsn
         self.log_id = log.log_id
-        self._dir = Path(tempfile.mkdtemp(prefix="replaybuf-asof-", dir=tmp_dir))
+        self._log = log
+        self._tmp_dir = tmp_dir
+        self._dir: Path | None = None
+        self._view: View | None = None
+        self._rec: TableRecord | None = None
         self._closed = False
-        try:
-            self._view, _ = View.open(self._dir / "view", log_id=log.log_id, log_end=as_of_lsn,
-                                      map_size=2**40, sync=False)
-            self._slots: dict[int, SlotAllocator] = {}
-            self._replay(log)
-            recs = [r for r in self._view.tables() if r.name == table]
-            if not recs:
-                raise TableNotFoundError(f"table {table!r} did not exist at LSN {as_of_lsn}")
-            self._rec = recs[0]
-        except BaseException:
-            self.close()
-            raise
+        self._config: TableConfig | None = None
+        self._live = _LiveItems()
+        self._appends: list[tuple[int, int, int]] = []  # (LSN, first id, last id)
+        self._scan()
 
-    def _slots_for(self, idx: int, config: TableConfig) -> SlotAllocator:
-        return self._slots.setdefault(idx, SlotAllocator(config.capacity))
+    # -- the scan -----------------------------------------------------------------------------
 
-    def _replay(self, log: Log) -> None:
-        batch: list[tuple[int, events_pb2.Event]] = []
-        size = 0
-        for rec in log.read(1, self.as_of_lsn):
-            ev = decode_event(rec.payload, lsn=rec.lsn)
-            if _table_of(ev) != self.table_name:
-                ev = events_pb2.Event()  # keeps the LSNs gap-free; the applier skips it
-            else:
-                size += len(rec.payload)
-            batch.append((rec.lsn, ev))
-            if len(batch) >= _BATCH_EVENTS or size >= _BATCH_BYTES:
-                self._view.write(batch, self._slots_for)
-                batch, size = [], 0
-        if batch:
-            self._view.write(batch, self._slots_for)
-        if self._view.applied_lsn != self.as_of_lsn:
+    def _scan(self) -> None:
+        """Apply the events ``1..as_of_lsn`` of this table to the item state."""
+
+        name = self.table_name
+        live = self._live
+        changes = _Changes()
+        next_id = 1
+        last = 0
+        for rec in self._log.read(1, self.as_of_lsn):
+            last = rec.lsn
+            ev = _scan_decode(rec.payload, rec.lsn)
+            kind = ev.WhichOneof("body")
+            body = getattr(ev, kind)  # decode_event refuses events without a body
+            if kind == "table_created":
+                if self._config is None and body.config.name == name:
+                    self._config = TableConfig.from_proto(body.config)
+                continue
+            if self._config is None or getattr(body, "table", None) != name:
+                continue
+            if kind == "items_appended":
+                changes.apply(live)
+                next_id = self._append(rec.lsn, body, next_id)
+            elif kind == "priorities_updated":
+                changes.add(changes.priorities, body.item_ids, body.priorities)
+            elif kind == "rewards_corrected":
+                changes.add(changes.rewards, body.item_ids, body.rewards)
+            elif kind == "items_evicted":
+                changes.apply(live)
+                pos, hit = live.find(np.unique(np.asarray(body.item_ids, _U64)))
+                live.evict(pos[hit])
+            elif kind == "items_sampled":
+                ids = np.asarray(body.item_ids, _U64)
+                changes.add(changes.draws, ids[ids < next_id])  # not yet appended: skipped
+            if changes.size >= _CHANGES_MAX:
+                changes.apply(live)
+            # review, drift and job events change no item state
+        changes.apply(live)
+        if last != self.as_of_lsn:
             raise FailedPreconditionError(
-                f"the log ended at LSN {self._view.applied_lsn} before {self.as_of_lsn}")
+                f"the log ended at LSN {last} before {self.as_of_lsn}")
+        if self._config is None:
+            raise TableNotFoundError(
+                f"table {name!r} did not exist at LSN {self.as_of_lsn}")
+        live.compact()
+        first = int(live.ids[0]) if live.n else 0
+        self._appends = [a for a in self._appends if live.n and a[2] >= first]
+
+    def _append(self, lsn: int, body: Any, next_id: int) -> int:
+        cfg = self._config
+        assert cfg is not None
+        ids = np.asarray(body.item_ids, _U64)
+        n = ids.size
+        if n == 0:
+            return next_id
+        if int(ids[0]) < next_id or (n > 1 and not bool((np.diff(ids) > 0).all())):
+            raise ViewDamagedError(
+                f"ItemsAppended at LSN {lsn} has item ids {int(ids[0])}.. that do not increase "
+                f"past {next_id}; the view does not match the log")
+        cols = {c.name: c for c in body.data.columns}
+        for spec in cfg.signature:
+            if spec.name not in cols:
+                raise DataLossError(f"ItemsAppended at LSN {lsn} lacks field {spec.name!r}")
+        reward = np.zeros(n, _F64)
+        if cfg.has_reward:
+            spec = cfg.field(cfg.reward_field)
+            reward[:] = from_tensor(cols[cfg.reward_field].tensor, name=spec.name).astype(
+                spec.dtype, copy=False).reshape(n)
+        self._live.append(ids, _column(body.priorities, n, _F64), reward)
+        self._appends.append((lsn, int(ids[0]), int(ids[-1])))
+        return int(ids[-1]) + 1
 
     # -- results ------------------------------------------------------------------------------
 
@@ -130,67 +568,167 @@ class Materialized:
     def config(self) -> TableConfig:
         """The table's config at the LSN."""
 
-        return self._rec.config
+        assert self._config is not None
+        return self._config
 
     @property
     def count(self) -> int:
         """Items present at the LSN (retired-but-not-evicted included)."""
 
-        st = self._view.stats(self._rec.index)
-        return st.inserts - st.evictions
+        return self._live.count
 
     def info(self, fields: Sequence[str] | None = None) -> ExportInfo:
         return ExportInfo.from_config(self.config.to_proto(), as_of_lsn=self.as_of_lsn,
                                       log_id=self.log_id, fields=fields)
 
-    def chunks(self, chunk_items: int = DEFAULT_CHUNK_ITEMS,
+    def chunks(self, chunk_items: int = EXPORT_CHUNK_ITEMS,
                fields: Sequence[str] | None = None) -> Iterator[Chunk]:
         """The present items in id order: data (reward as corrected up to the LSN),
-        priorities, times sampled and lineage as of the LSN. O(chunk_items) memory."""
+        priorities, times sampled and lineage as of the LSN, at most `chunk_items` per chunk
+        (none for an empty table). O(chunk_items) memory besides the state.
 
-        if not isinstance(chunk_items, int) or chunk_items < 1:
+        Reads the log again: the log must stay open until the iterator is done.
+        """
+
+        if not isinstance(chunk_items, int) or isinstance(chunk_items, bool) or chunk_items < 1:
             raise InvalidArgumentError(f"chunk_items is {chunk_items!r}; it must be >= 1")
         names = [f[0] for f in self.info(fields).fields]
+        if self._closed:
+            raise FailedPreconditionError("this Materialized is closed")
+        # An append event's present items go out as they are (zero-copy views of the event's
+        # columns) when there are at least `low` of them; smaller ones are gathered up to
+        # `low` first, so that tiny appends do not make tiny chunks; big ones are cut.
+        low = max(1, chunk_items // 8)
+        pending: list[Chunk] = []
+        held = 0
+        for piece in self._pieces(names):
+            if not held and len(piece) >= low:
+                for start in range(0, len(piece), chunk_items):
+                    yield _slice(piece, start, start + chunk_items)
+                continue
+            pending.append(piece)
+            held += len(piece)
+            if held < low:
+                continue
+            whole = _concat(pending)
+            for start in range(0, held, chunk_items):
+                yield _slice(whole, start, start + chunk_items)
+            pending, held = [], 0
+        if held:
+            yield _concat(pending)
+
+    def _pieces(self, names: list[str]) -> Iterator[Chunk]:
+        """One chunk per append event that still holds present items (its present ones)."""
+
+        if not self._appends:
+            return
         cfg = self.config
-        for metas, rows in self._view.iter_items(self._rec.index, chunk_items):
-            ids = metas["item_id"].astype(np.uint64)
-            columns = {n: np.ascontiguousarray(rows[n]) for n in names}
-            if cfg.has_reward and cfg.reward_field in columns:
-                columns[cfg.reward_field] = metas["reward"].astype(
-                    cfg.field(cfg.reward_field).dtype)
-            req, src = self._view.read_strings(ids)
-            lineage: dict[str, object] = {k: metas[k].astype(dt) for k, dt in NUMERIC_LINEAGE}
-            lineage.update(request_id=req, source=src)
-            yield Chunk(ids, columns, metas["priority"].astype(np.float64),
-                        metas["times_sampled"].astype(np.uint64), lineage)
+        specs = {n: cfg.field(n) for n in names}
+        live = self._live
+        wanted = {a[0] for a in self._appends}
+        reward = cfg.reward_field if cfg.has_reward and cfg.reward_field in specs else None
+        for rec in self._log.read(self._appends[0][0], self._appends[-1][0]):
+            if rec.lsn not in wanted:
+                continue
+            body, numbers, strings = _stream_decode(rec.payload, rec.lsn)
+            ids = np.asarray(body.item_ids, _U64)
+            n = ids.size
+            sel: slice | np.ndarray
+            lo = int(np.searchsorted(live.ids, ids[0])) if n else 0
+            if n and lo + n <= live.n and np.array_equal(live.ids[lo : lo + n], ids):
+                sel, keep = slice(lo, lo + n), None  # all present (the usual case): views
+            else:
+                pos, hit = live.find(ids)
+                sel, keep = pos[hit], np.flatnonzero(hit)
+                if not keep.size:
+                    continue
+            tensors = {c.name: c.tensor for c in body.data.columns}
+            columns: dict[str, np.ndarray] = {}
+            for name, spec in specs.items():
+                arr = from_tensor(tensors[name], name=name).astype(spec.dtype, copy=False)
+                arr = arr.reshape((n, *spec.shape))
+                columns[name] = arr if keep is None else arr[keep]
+            if reward is not None:
+                columns[reward] = live.reward[sel].astype(specs[reward].dtype)
+            lineage: dict[str, Any] = {}
+            for k, dt in NUMERIC_LINEAGE:
+                col = _column(getattr(numbers, k), n, np.dtype(dt))
+                lineage[k] = col if keep is None else col[keep]
+            for k in STRING_LINEAGE:
+                if strings is not None:
+                    u = _broadcast_strings(strings[k], n)
+                    lineage[k] = u if keep is None else u.take(keep)
+                else:
+                    strs = _strings(getattr(numbers, k), n)
+                    lineage[k] = strs if keep is None else [strs[i] for i in keep.tolist()]
+            yield Chunk(live.ids[sel].copy(), columns, live.priority[sel].copy(),
+                        live.times[sel].copy(), lineage)
+
+    # -- the RAM runtime (replay of a draw) ---------------------------------------------------
+
+    def _scratch(self) -> tuple[View, TableRecord]:
+        """The scratch LMDB view of the log up to the LSN, built through the applier."""
+
+        if self._closed:
+            raise FailedPreconditionError("this Materialized is closed")
+        if self._view is not None and self._rec is not None:
+            return self._view, self._rec
+        self._dir = Path(tempfile.mkdtemp(prefix="replaybuf-asof-", dir=self._tmp_dir))
+        self._view, _ = View.open(self._dir / "view", log_id=self.log_id,
+                                  log_end=self.as_of_lsn, map_size=2**40, sync=False)
+        slots: dict[int, SlotAllocator] = {}
+
+        def slots_for(idx: int, config: TableConfig) -> SlotAllocator:
+            return slots.setdefault(idx, SlotAllocator(config.capacity))
+
+        batch: list[tuple[int, events_pb2.Event]] = []
+        size = 0
+        for rec in self._log.read(1, self.as_of_lsn):
+            ev = decode_event(rec.payload, lsn=rec.lsn)
+            if _table_of(ev) != self.table_name:
+                ev = events_pb2.Event()  # keeps the LSNs gap-free; the applier skips it
+            else:
+                size += len(rec.payload)
+            batch.append((rec.lsn, ev))
+            if len(batch) >= _BATCH_EVENTS or size >= _BATCH_BYTES:
+                self._view.write(batch, slots_for)
+                batch, size = [], 0
+        if batch:
+            self._view.write(batch, slots_for)
+        self._rec = next(r for r in self._view.tables() if r.name == self.table_name)
+        return self._view, self._rec
 
     def table(self) -> Table:
-        """The RAM runtime as of the LSN, loaded the way the engine loads it on open."""
+        """The RAM runtime as of the LSN, loaded the way the engine loads it on open (builds
+        the scratch view on first use: O(events <= LSN) applier work)."""
 
+        view, rec = self._scratch()
         clock = _Clock()
         clock.lsn = self.as_of_lsn
-        rec = self._rec
         t = Table(rec.index, rec.config, created_lsn=rec.created_lsn, clock=clock)
-        metas, rows = self._view.load()[rec.index]
-        st = self._view.stats(rec.index)
+        metas, rows = view.load()[rec.index]
+        st = view.stats(rec.index)
         t.load(metas, rows, inserts=st.inserts, samples=st.samples, evictions=st.evictions)
         return t
 
     def read_strings(self, ids: np.ndarray) -> tuple[list[str], list[str]]:
-        return self._view.read_strings(ids)
+        """Request ids and sources of items (see `View.read_strings`; builds the scratch
+        view on first use)."""
+
+        return self._scratch()[0].read_strings(ids)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close and delete the scratch view. Idempotent."""
+        """Close and delete the scratch view, if one was built. Idempotent."""
 
         if self._closed:
             return
         self._closed = True
-        view = getattr(self, "_view", None)
-        if view is not None:
-            view.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._view is not None:
+            self._view.close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Materialized:
         return self

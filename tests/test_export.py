@@ -14,7 +14,7 @@ import pytest
 from replaybuf.cli import main
 from replaybuf.engine import Engine, EngineConfig
 from replaybuf.errors import InvalidArgumentError
-from replaybuf.export import read_export
+from replaybuf.export import Chunk, read_export
 from replaybuf.table_config import TableConfig
 
 try:
@@ -232,3 +232,51 @@ def test_bytes_do_not_depend_on_how_the_items_were_chunked(filled, tmp_path, fmt
         for k in (1, 5, 4096):
             write_export(m.chunks(k), tmp_path / f"k{k}.{fmt}", fmt, info=m.info())
     assert len({_sha(tmp_path / f"k{k}.{fmt}") for k in (1, 5, 4096)}) == 1
+
+
+STRING_CASES = [
+    [], [""], ["", ""], ["r1", "r2", "r3"], ["req-000000001"] * 3, ["a", "bb", "", "ccc"],
+    ["é", "x"], ["日本", "日本"], ["ab\x00", "ab"], ["\x00"], ["same", "same", "sam"],
+]
+
+
+@pytest.mark.parametrize("strings", STRING_CASES)
+def test_string_columns_encode_like_the_per_string_definitions(strings) -> None:
+    """The vectorized UTF-8, numpy and Arrow forms of a string column equal what encoding
+    each string on its own gives (the definitions the hash and the files were written with)."""
+
+    from replaybuf.export import _fixed_unicode, empty_lineage, utf8_column
+
+    lengths, utf8 = utf8_column(strings)
+    assert lengths.dtype == np.dtype("<u4")
+    assert lengths.tolist() == [len(s.encode()) for s in strings]
+    assert utf8 == b"".join(s.encode() for s in strings)
+    n = len(strings)
+    lineage = empty_lineage(n)
+    lineage["request_id"] = list(strings)
+    c = Chunk(np.arange(1, n + 1, dtype=np.uint64), {}, np.zeros(n), np.zeros(n, np.uint64),
+              lineage)
+    got, want = _fixed_unicode(c, "request_id"), np.asarray(list(strings), dtype=str)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    if n:
+        pa = pytest.importorskip("pyarrow")
+        from replaybuf.export import _arrow_strings
+
+        assert _arrow_strings(pa, c, "request_id").equals(pa.array(list(strings), pa.string()))
+
+
+def test_minari_pieces_split_at_new_episodes_and_at_missing_steps() -> None:
+    pytest.importorskip("minari")
+    from replaybuf.export import _minari_episodes
+
+    # ids in append order; episodes interleave; episode 5 lost its step 2 (evicted)
+    ids = np.arange(1, 9, dtype=np.uint64)
+    ep = np.array([5, 7, 5, 7, 5, 5, 7, 9], np.uint64)
+    step = np.array([0, 0, 1, 1, 3, 4, 2, 0], np.uint64)
+    col = {"obs": ids.astype(np.float32)[:, None], "next_obs": ids.astype(np.float32)[:, None] + 0.5,
+           "action": np.zeros((8, 1), np.float32), "reward": ids.astype(np.float32),
+           "done": np.isin(ids, [6, 7])}
+    got = [(b.infos["item_id"][:-1], b.terminations[-1], b.truncations[-1])
+           for b in _minari_episodes(col, ids, ep, step)]
+    assert got == [([1, 3], False, True), ([5, 6], True, False), ([2, 4, 7], True, False),
+                   ([8], False, True)]
