@@ -449,17 +449,15 @@ class View:
             db, prefix = "by_model_version", U32.pack(table) + biased
         else:
             raise ValueError("give one of request_id, episode_id, model_version")
-        ids: list[int] = []
         with self._reading(), self._env.begin() as txn:
             cur = txn.cursor(db=self._dbs[db])
-            if cur.set_range(prefix):
-                for key in cur.iternext(values=False):
-                    if not key.startswith(prefix):
-                        break
-                    if len(ids) == limit:
-                        return sorted(ids), True
-                    ids.append(U64.unpack(key[-8:])[0])
-        return sorted(ids), False
+            if not cur.set_range(prefix):
+                return [], False
+            keys = list(itertools.islice(itertools.takewhile(
+                lambda k: k.startswith(prefix), cur.iternext(values=False)), limit + 1))
+        ids = np.frombuffer(b"".join([k[-8:] for k in keys[:limit]]), ">u8").astype(np.uint64)
+        ids.sort()
+        return ids.tolist(), len(keys) > limit
 
     @contextmanager
     def reading(self) -> Iterator[tuple[lmdb.Transaction, dict[str, object]]]:
