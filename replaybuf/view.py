@@ -82,6 +82,7 @@ import logging
 import operator
 import shutil
 import struct
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -454,7 +455,8 @@ class View:
             if not cur.set_range(prefix):
                 return [], False
             keys = list(itertools.islice(itertools.takewhile(
-                lambda k: k.startswith(prefix), cur.iternext(values=False)), limit + 1))
+                lambda k: k.startswith(prefix), cur.iternext(values=False)),
+                min(limit, sys.maxsize - 1) + 1))
         ids = np.frombuffer(b"".join([k[-8:] for k in keys[:limit]]), ">u8").astype(np.uint64)
         ids.sort()
         return ids.tolist(), len(keys) > limit
