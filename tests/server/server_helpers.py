@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from _polling import settled, wait_until
 import numpy as np
 from replaybuf.table_config import TableConfig
 from replaybuf.tensors import to_batch
@@ -41,30 +41,6 @@ def batch(n: int, start: float = 0.0) -> dict[str, np.ndarray]:
 
 def append_request(table: str = "replay", n: int = 4, **kwargs: Any) -> service_pb2.AppendRequest:
     return service_pb2.AppendRequest(table=table, data=to_batch(batch(n)), **kwargs)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.02)
-
-
-def settled(read: Callable[[], Any], quiet: float = 0.5, timeout: float = 10.0) -> Any:
-    """The value of ``read()`` once it has stayed the same for ``quiet`` seconds."""
-
-    deadline = time.monotonic() + timeout
-    value = read()
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        now = read()
-        if now == value:
-            return value
-        value = now
-    raise AssertionError(f"value still changing after {timeout} s")
 
 
 def free_port() -> int:
