@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,53 +363,60 @@ def _touched(uids: np.ndarray, gone: np.ndarray) -> np.ndarray:
                                      gone // np.uint64(CHUNK)])).astype(np.int64)
 
 
-def _fold_counts(txn: lmdb.Transaction, db: Any, table: int, uids: np.ndarray,
-                 add: np.ndarray, gone: np.ndarray) -> None:
+def _rewrite_chunks(txn: lmdb.Transaction, db: Any, table: int, uids: np.ndarray,
+                    gone: np.ndarray, size: int,
+                    update: Callable[[bytes | None, slice, np.ndarray, np.ndarray], bytes | None],
+                    ) -> None:
+    """Rewrite each chunk that sorted `uids` or `gone` fall in, in key order: ``update(old
+    value or None, slice of uids in the chunk, their positions, positions of gone ids)``
+    returns the new value, or None to delete the chunk."""
+
     chunks = _touched(uids, gone)
     if not chunks.size:
         return
-    current = {c: v for c, v, _ in _chunks(txn, db, table, chunks, _COUNT_SIZE, False)}
+    current = {c: v for c, v, _ in _chunks(txn, db, table, chunks, size, False)}
     d_pos, d_at, d_end = _split_by_chunk(chunks, uids)
     g_pos, g_at, g_end = _split_by_chunk(chunks, gone)
     puts: list[tuple[bytes, bytes]] = []
     for i, c in enumerate(chunks.tolist()):
         old = current.get(c)
-        counts = (np.frombuffer(old, "<u8", CHUNK, 1).copy() if old is not None
-                  else np.zeros(CHUNK, np.uint64))
-        counts[d_pos[d_at[i]:d_end[i]]] += add[d_at[i]:d_end[i]]
-        counts[g_pos[g_at[i]:g_end[i]]] = 0
+        sel = slice(d_at[i], d_end[i])
+        new = update(old, sel, d_pos[sel], g_pos[g_at[i]:g_end[i]])
         key = _CHUNK_KEY.pack(table, c)
-        if counts.any():
-            puts.append((key, bytes([_V]) + counts.astype("<u8").tobytes()))
+        if new is not None:
+            puts.append((key, new))
         elif old is not None:
             txn.delete(key, db=db)
     if puts:
         txn.cursor(db=db).putmulti(puts)
 
 
+def _fold_counts(txn: lmdb.Transaction, db: Any, table: int, uids: np.ndarray,
+                 add: np.ndarray, gone: np.ndarray) -> None:
+    def update(old: bytes | None, sel: slice, pos: np.ndarray, gpos: np.ndarray
+               ) -> bytes | None:
+        counts = (np.frombuffer(old, "<u8", CHUNK, 1).copy() if old is not None
+                  else np.zeros(CHUNK, np.uint64))
+        counts[pos] += add[sel]
+        counts[gpos] = 0
+        return bytes([_V]) + counts.astype("<u8").tobytes() if counts.any() else None
+
+    _rewrite_chunks(txn, db, table, uids, gone, _COUNT_SIZE, update)
+
+
 def _fold_priorities(txn: lmdb.Transaction, db: Any, table: int, uids: np.ndarray,
                      vals: np.ndarray, ms: np.ndarray, gone: np.ndarray) -> None:
-    chunks = _touched(uids, gone)
-    if not chunks.size:
-        return
-    current = {c: v for c, v, _ in _chunks(txn, db, table, chunks, _PRIO_SIZE, False)}
-    d_pos, d_at, d_end = _split_by_chunk(chunks, uids)
-    g_pos, g_at, g_end = _split_by_chunk(chunks, gone)
-    puts: list[tuple[bytes, bytes]] = []
-    for i, c in enumerate(chunks.tolist()):
-        old = current.get(c)
+    def update(old: bytes | None, sel: slice, pos: np.ndarray, gpos: np.ndarray
+               ) -> bytes | None:
         if old is not None:
             p = np.frombuffer(old, "<f8", CHUNK, 1).copy()
             t = np.frombuffer(old, "<i8", CHUNK, 1 + 8 * CHUNK).copy()
         else:
             p, t = np.full(CHUNK, np.nan), np.zeros(CHUNK, np.int64)
-        sel = slice(d_at[i], d_end[i])
-        p[d_pos[sel]], t[d_pos[sel]] = vals[sel], ms[sel]
-        p[g_pos[g_at[i]:g_end[i]]] = np.nan
-        key = _CHUNK_KEY.pack(table, c)
-        if not np.isnan(p).all():
-            puts.append((key, bytes([_V]) + p.astype("<f8").tobytes() + t.astype("<i8").tobytes()))
-        elif old is not None:
-            txn.delete(key, db=db)
-    if puts:
-        txn.cursor(db=db).putmulti(puts)
+        p[pos], t[pos] = vals[sel], ms[sel]
+        p[gpos] = np.nan
+        if np.isnan(p).all():
+            return None
+        return bytes([_V]) + p.astype("<f8").tobytes() + t.astype("<i8").tobytes()
+
+    _rewrite_chunks(txn, db, table, uids, gone, _PRIO_SIZE, update)
