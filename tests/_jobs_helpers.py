@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+import replaybuf.engine
+import replaybuf.events
 from replaybuf.engine import Engine, EngineConfig
 from replaybuf.events import decode_event
 from replaybuf.table_config import SelectorConfig, TableConfig
@@ -21,22 +27,70 @@ def open_engine(path: Path) -> Engine:
     return Engine(path, EngineConfig.for_tests(seed=0))
 
 
+class EventClock:
+    """The time stamped on every event logged in this process while `event_clock` is active.
+
+    The engine has no injectable clock: `replaybuf.events.make_event` stamps
+    ``int(time.time() * 1000)`` and `Engine.append` / `Engine.sample` stamp
+    ``time.time_ns() // 1_000_000``. This object stands in for the ``time`` module as those
+    two modules see it (`time` and `time_ns` from `ms`, every other attribute the real one),
+    so event times, and with them the view's ``priority_ms``, are known exactly. Only the
+    stdlib clock is replaced: the engine, its view and the server run for real.
+    """
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def set(self, ms: int) -> None:
+        self.ms = ms
+
+    def time(self) -> float:
+        return (self.ms + 0.5) / 1000  # + 0.5 ms: int(x * 1000) gives back exactly `ms`
+
+    def time_ns(self) -> int:
+        return self.ms * 1_000_000
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@contextmanager
+def event_clock(ms: int) -> Iterator[EventClock]:
+    """Stamp events logged in this process with `EventClock.ms` (starting at `ms`)."""
+
+    clock = EventClock(ms)
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (replaybuf.events, replaybuf.engine):
+            assert getattr(module, "time") is time, f"{module.__name__} reads no time module"
+            mp.setattr(module, "time", clock)
+        yield clock
+
+
 def build_buffer(engine: Engine) -> None:
     """Table "replay" (fifo sampler): ten items with known ages, versions, episodes, request
     ids and priorities; items 1 and 2 sampled three times, item 2's priority lowered, item 6's
     reward corrected out of range, item 9 evicted by hand. Table "other" holds two items.
 
-    ====  =======  ==  =======  =====  =========  =========  =========  =======
-    id    age (h)  mv  episode  times  priority   reward     payload    request
-    ====  =======  ==  =======  =====  =========  =========  =========  =======
-    1     240      1   1        3      1          0          ok         a
-    2     1        1   1        3      0.001      0          ok         b
-    3     1        2   1        0      1          0          ok         a
-    4-8   1        3   2        0      1 (7: .001) 5: NaN, 6: 50  8: inf   c-g
-    10    0.5      4   3        0      0.001      0          ok         b
-    ====  =======  ==  =======  =====  =========  =========  =========  =======
+    Events are stamped by an `event_clock`: the tables and the append at NOW - 2 h, every
+    later event at NOW - 0.5 h. So "prio set" (the last priority change, ``priority_ms``) is
+    2 h ago except for item 2, and differs from the item time (lineage ``timestamp_ms``, age).
+
+    ====  =======  ==  =======  =====  =========  ==========  =========  =========  =======
+    id    age (h)  mv  episode  times  priority   prio set h  reward     payload    request
+    ====  =======  ==  =======  =====  =========  ==========  =========  =========  =======
+    1     240      1   1        3      1          2           0          ok         a
+    2     1        1   1        3      0.001      0.5         0          ok         b
+    3     1        2   1        0      1          2           0          ok         a
+    4-8   1        3   2        0      1 (7: .001) 2          5: NaN, 6: 50  8: inf   c-g
+    10    0.5      4   3        0      0.001      2           0          ok         b
+    ====  =======  ==  =======  =====  =========  ==========  =========  =========  =======
     """
 
+    with event_clock(NOW - 2 * HOUR) as clock:
+        _build_buffer(engine, clock)
+
+
+def _build_buffer(engine: Engine, clock: EventClock) -> None:
     engine.create_table(TableConfig("replay", SIG, capacity=100, sampler=SelectorConfig("fifo")))
     engine.create_table(TableConfig("other", SIG, capacity=10))
     n = 10
@@ -56,6 +110,7 @@ def build_buffer(engine: Engine) -> None:
     engine.append("replay", {"obs": obs, "reward": reward}, priorities=prios, lineage=lineage)
     engine.append("other", {"obs": obs[:2], "reward": reward[:2]},
                   lineage={"timestamp_ms": NOW - 1000 * HOUR, "request_id": ["a", "a"]})
+    clock.set(NOW - HOUR // 2)
     engine.update_priorities("replay", [2], [0.001])
     engine.correct_rewards("replay", [6], [50.0], source="model")
     engine.evict("replay", [9], reason="manual")

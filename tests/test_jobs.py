@@ -10,16 +10,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _jobs_helpers import NOW, build_buffer, events_after, job_file, open_engine
+from _jobs_helpers import (
+    HOUR, NOW, SIG, build_buffer, event_clock, events_after, job_file, open_engine,
+)
 
 from replaybuf.cli import main
 from replaybuf.engine import Engine
-from replaybuf.errors import AlreadyExistsError, InvalidArgumentError, TableNotFoundError
+from replaybuf.errors import (
+    AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, TableNotFoundError,
+)
 from replaybuf.events import decode_event
 from replaybuf.jobs import (
     ClientTarget, EngineTarget, from_events, from_view, load_job, parse_job, plan_job, run_job,
 )
 from replaybuf.jobs.jobfile import JobSpec, parse_duration_ms
+from replaybuf.table_config import TableConfig
 from replaybuf.v1 import events_pb2
 from replaybuf.view import FLAG_EVICTED
 
@@ -41,8 +46,12 @@ CASES = [
          {1: "MODEL_VERSION", 2: "MODEL_VERSION"}),
     Case("times_sampled", 'policy = "times_sampled"\nat_least = 3',
          {1: "TIMES_SAMPLED", 2: "TIMES_SAMPLED"}),
+    # Priorities last set 2 h ago, item 2's 0.5 h ago (see build_buffer).
     Case("low_priority", 'policy = "low_priority"\nbelow = 0.01\nfor = "45m"',
-         {2: "LOW_PRIORITY", 7: "LOW_PRIORITY"}),
+         {7: "LOW_PRIORITY", 10: "LOW_PRIORITY"}),
+    Case("low_priority_counts_from_the_last_priority_update",
+         'policy = "low_priority"\nbelow = 0.01\nfor = "20m"',
+         {2: "LOW_PRIORITY", 7: "LOW_PRIORITY", 10: "LOW_PRIORITY"}),
     Case("invalid_data_with_reward_range",
          'policy = "invalid_data"\nreward_range = [-10, 10]',
          {5: "INVALID_DATA", 6: "INVALID_DATA", 8: "INVALID_DATA"}),
@@ -114,6 +123,83 @@ def test_policy_evicts_exactly_the_expected_items(engine: Engine, case: Case) ->
     assert sum(job.evicted_by_reason.values()) == len(case.expected)
 
 
+@pytest.fixture(scope="module")
+def priority_history_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Table "replay", items 1-9 appended at NOW - 4 h, then priority updates at known event
+    times (threshold 0.01 in the cases below):
+
+    ====  ========  ==================================================  ========  ===========
+    id    appended  updates (hours before NOW: new priority)            now       unchanged h
+    ====  ========  ==================================================  ========  ===========
+    1     0.001     (none)                                              0.001     4
+    2     1         2 h: 0.001                                          0.001     2
+    3     0.001     0.5 h: 0.002 (stays below: the clock restarts)      0.002     0.5
+    4     1         2 h: 0.001, 1 h: 1 (back above)                     1         1
+    5     0.001     0.5 h: 0.001 (same value: the clock restarts too)   0.001     0.5
+    6     0.5       (none)                                              0.5       4
+    7     0.01      (none; not below: the threshold is strict)          0.01      4
+    8     1         1 h: 0.001 (exactly the period of the "1h" cases)   0.001     1
+    9     1         after NOW (+1 h): 0.001                             0.001     -1
+    ====  ========  ==================================================  ========  ===========
+    """
+
+    path = tmp_path_factory.mktemp("priority-history")
+    with open_engine(path) as engine, event_clock(NOW - 4 * HOUR) as clock:
+        engine.create_table(TableConfig("replay", SIG, capacity=100))
+        prios = np.array([0.001, 1, 0.001, 1, 0.001, 0.5, 0.01, 1, 1])
+        n = prios.size
+        engine.append("replay", {"obs": np.zeros((n, 2), np.float32),
+                                 "reward": np.zeros(n, np.float32)},
+                      priorities=prios, lineage={"timestamp_ms": NOW - 4 * HOUR})
+        for hours_before, ids, values in ((2, [2, 4], [0.001, 0.001]), (1, [4, 8], [1, 0.001]),
+                                          (0.5, [3, 5], [0.002, 0.001]), (-1, [9], [0.001])):
+            clock.set(NOW - int(hours_before * HOUR))
+            engine.update_priorities("replay", ids, values)
+    return path
+
+
+LOW_PRIORITY_CASES = [
+    # (below, for, items evicted)
+    (0.01, "0s", {1, 2, 3, 5, 8}),
+    (0.01, "30m", {1, 2, 3, 5, 8}),
+    (0.01, "31m", {1, 2, 8}),
+    (0.01, "1h", {1, 2, 8}),  # at least the period: item 8, unchanged for exactly 1 h, is in
+    (0.01, "1h1ms", {1, 2}),
+    (0.01, "2h", {1, 2}),
+    (0.01, "3h", {1}),
+    (0.01, "4h1ms", set()),
+    (0.002, "0s", {1, 2, 5, 8}),  # item 3 (0.002) is not below 0.002
+    (1.0, "3h", {1, 6, 7}),
+]
+
+
+@pytest.mark.parametrize("below, period, expected", LOW_PRIORITY_CASES,
+                         ids=[f"below_{b}_for_{p}" for b, p, _ in LOW_PRIORITY_CASES])
+def test_low_priority_evicts_items_whose_priority_stayed_low_for_the_period(
+        priority_history_dir: Path, tmp_path: Path, below: float, period: str,
+        expected: set[int]) -> None:
+    shutil.copytree(priority_history_dir, tmp_path / "data")
+    spec = _spec(f'policy = "low_priority"\nbelow = {below}\nfor = "{period}"')
+    with open_engine(tmp_path / "data") as engine:
+        replayed = from_events(((r.lsn, decode_event(r.payload)) for r in engine.log.read(1)),
+                               "replay")
+        viewed = from_view(engine.view, "replay")
+        np.testing.assert_array_equal(viewed.priority_ms, replayed.priority_ms)
+        before = engine.applied_lsn
+        result = run_job(spec, EngineTarget(engine))
+        assert result.status == "done"
+        assert _evicted(engine, before) == {i: "LOW_PRIORITY" for i in expected}
+
+
+def test_snapshots_carry_the_time_of_each_items_last_priority_change(
+        priority_history_dir: Path) -> None:
+    with open_engine(priority_history_dir) as engine:
+        snap = from_view(engine.view, "replay")
+    hours = (NOW - snap.priority_ms) / HOUR
+    np.testing.assert_array_equal(hours, [4, 2, 0.5, 1, 0.5, 4, 4, 1, -1])
+    np.testing.assert_array_equal(snap.timestamp_ms, NOW - 4 * HOUR)  # item time: unchanged
+
+
 def test_evicted_items_leave_sampling_and_the_tree_at_once_but_stay_in_the_log(
         engine: Engine) -> None:
     t = engine.table("replay")
@@ -180,7 +266,8 @@ def test_online_and_offline_runs_log_the_same_events(buffer_dir: Path, tmp_path:
     from replaybuf_client import ReplayClient
 
     spec = _spec('policy = "max_age"\nmax_age = "7d"\n[[evict]]\npolicy = "invalid_data"\n'
-                 'reward_range = [-10, 10]\n[[evict]]\npolicy = "duplicates"\n[[evict]]\n'
+                 'reward_range = [-10, 10]\n[[evict]]\npolicy = "low_priority"\n'
+                 'below = 0.01\nfor = "45m"\n[[evict]]\npolicy = "duplicates"\n[[evict]]\n'
                  'policy = "max_per_episode"\nmax_items = 2')
     shutil.copytree(buffer_dir, tmp_path / "offline")
     shutil.copytree(buffer_dir, tmp_path / "online")
@@ -206,7 +293,8 @@ def test_online_and_offline_runs_log_the_same_events(buffer_dir: Path, tmp_path:
         return out
 
     assert comparable(on_events) == comparable(off_events)
-    assert [k for k, _ in off_events].count("items_evicted") == 4
+    assert [k for k, _ in off_events].count("items_evicted") == 5
+    assert offline.evicted_by_reason["EVICTION_REASON_LOW_PRIORITY"] == 2  # items 7 and 10
 
 
 def test_view_and_log_replay_give_the_same_snapshot(engine: Engine) -> None:
@@ -332,9 +420,12 @@ def test_online_snapshots_from_export_and_from_the_log_match_the_view(
     want = from_view(server.engine.view, "replay", **kw)
     with ReplayClient(server.address) as client:
         target = ClientTarget(client)
-        exported = target.snapshot("replay", append_lsn=False, **kw)
-        replayed = target.snapshot("replay", append_lsn=True, **kw)
-    for snap, skip in ((exported, {"append_lsn"}), (replayed, set())):
+        exported = target.snapshot("replay", append_lsn=False, priority_ms=False, **kw)
+        replayed = target.snapshot("replay", append_lsn=False, priority_ms=True, **kw)
+    assert exported.priority_ms is None  # not in the Export stream
+    with pytest.raises(FailedPreconditionError, match="priority time"):
+        _spec('policy = "low_priority"\nbelow = 0.01').policies[0].select(exported, NOW)
+    for snap, skip in ((exported, {"append_lsn", "priority_ms"}), (replayed, set())):
         assert snap.lsn == want.lsn
         for name, col in want.columns().items():
             if name not in skip:

@@ -5,10 +5,16 @@ Every policy matches on the whole snapshot independently of the others; the runn
 an item matched by several policies the reason of the first one in file order. "Newest" means
 the highest item id (ids increase with appends, so this is append order).
 
-``low_priority`` approximation: the view keeps an item's current priority but not when it last
-changed, so "below the threshold for longer than the period" is evaluated as "below the
-threshold now, and appended longer than the period ago" (item time ``timestamp_ms``). This is
-exact for items whose priority never changed after the append and an upper bound otherwise.
+``low_priority`` ("priority below a threshold for longer than a period"): an item matches when
+its priority is below ``below`` now and has not changed for at least ``for``, i.e.
+``priority < below and now - priority_ms >= for``, where ``priority_ms`` is the event time of
+the item's last priority change (its append, then each ``PrioritiesUpdated`` that names it;
+`Snapshot.priority_ms`). A priority that has not changed since then has been below the
+threshold for that whole time. An update that keeps the priority below the threshold (even to
+the same value) restarts the clock, so the policy may evict later than a full priority history
+would allow, never earlier. Times are event times (the clock of the process that logged the
+event), not the item time ``timestamp_ms`` that ``max_age`` uses; a priority changed after the
+run's reference time never matches.
 
 Example (TOML)::
 
@@ -25,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from replaybuf.errors import InvalidArgumentError
+from replaybuf.errors import FailedPreconditionError, InvalidArgumentError
 from replaybuf.jobs.jobfile import parse_duration_ms
 from replaybuf.jobs.snapshot import Snapshot
 from replaybuf.v1 import events_pb2
@@ -43,6 +49,7 @@ class EvictionPolicy:
     reason: ClassVar[int] = events_pb2.EVICTION_REASON_UNSPECIFIED
     needs_request_ids: ClassVar[bool] = False
     needs_payload: ClassVar[bool] = False
+    needs_priority_ms: ClassVar[bool] = False
 
     @property
     def reason_name(self) -> str:
@@ -141,18 +148,25 @@ class TimesSampled(EvictionPolicy):
 
 @dataclass(frozen=True)
 class LowPriority(EvictionPolicy):
-    """Priority below `below` for longer than `for_ms` (approximation: module docstring)."""
+    """Priority below `below` now and unchanged for at least `for_ms` at the reference time
+    (so below for at least `for_ms`; exact semantics in the module docstring)."""
 
     below: float
     for_ms: int = 0
     kind: ClassVar[str] = "low_priority"
     reason: ClassVar[int] = events_pb2.EVICTION_REASON_LOW_PRIORITY
+    needs_priority_ms: ClassVar[bool] = True
 
     def select(self, snap: Snapshot, now_ms: int) -> np.ndarray:
-        return (snap.priority < self.below) & ((now_ms - snap.timestamp_ms) > self.for_ms)
+        if snap.priority_ms is None:
+            # Never guess when a priority changed: evicting on a missing time could be early.
+            raise FailedPreconditionError(
+                f"low_priority needs each item's priority time; the snapshot of table "
+                f"{snap.table!r} has none (an Export snapshot: use the view or the log)")
+        return (snap.priority < self.below) & ((now_ms - snap.priority_ms) >= self.for_ms)
 
     def detail(self) -> str:
-        return f"priority < {self.below:g} for > {self.for_ms} ms (since append)"
+        return f"priority < {self.below:g}, unchanged for >= {self.for_ms} ms"
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,11 @@ __all__ = ["EVICT_BATCH", "Eviction", "Plan", "RunResult", "Target", "EngineTarg
            "plan_job", "run_job", "snapshot_needs"]
 
 
-#: Most ids per Evict call (one ``ItemsEvicted`` event each, online and offline alike), so a
-#: request stays far below the 64 MiB message limit.
-EVICT_BATCH = 100_000
+#: Most ids per Evict call (one ``ItemsEvicted`` event each, online and offline alike). Small
+#: enough that each call holds the engine's locks briefly, so learners sampling during a run
+#: wait little (at 100,000 their p99 latency doubled in bench/bench_hygiene.py; evictions/s
+#: did not change from 2,000 to 100,000), and far below the 64 MiB message limit.
+EVICT_BATCH = 5_000
 
 
 @dataclass
@@ -117,7 +119,8 @@ def snapshot_needs(spec: JobSpec) -> dict[str, Any]:
     lsn_windows = bool(spec.drift and (spec.drift.reference_lsn or spec.drift.recent_lsn))
     return {"request_ids": any(p.needs_request_ids for p in spec.policies),
             "payload": any(p.needs_payload for p in spec.policies), "features": feats,
-            "append_lsn": lsn_windows}
+            "append_lsn": lsn_windows,
+            "priority_ms": any(p.needs_priority_ms for p in spec.policies)}
 
 
 def plan_job(spec: JobSpec, snap: Snapshot, *, job_id: str, now_ms: int) -> Plan:
@@ -139,7 +142,8 @@ class Target(Protocol):
 
     def get_job(self, job_id: str) -> events_pb2.JobCompleted | None: ...
     def snapshot(self, table: str, *, request_ids: bool, payload: bool,
-                 features: tuple[str, ...], append_lsn: bool, progress: bool) -> Snapshot: ...
+                 features: tuple[str, ...], append_lsn: bool, priority_ms: bool,
+                 progress: bool) -> Snapshot: ...
     def evict(self, table: str, ids: np.ndarray, *, reason: int, job_id: str,
               detail: str) -> int: ...
     def record_job(self, job: events_pb2.JobCompleted,
@@ -147,7 +151,8 @@ class Target(Protocol):
 
 
 class EngineTarget:
-    """An in-process `replaybuf.engine.Engine`: snapshot from its LMDB view."""
+    """An in-process `replaybuf.engine.Engine`: snapshot from its LMDB view (which always has
+    append LSNs and priority times)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
@@ -157,7 +162,7 @@ class EngineTarget:
 
     def snapshot(self, table: str, *, request_ids: bool, payload: bool,
                  features: tuple[str, ...], append_lsn: bool = True,
-                 progress: bool = False) -> Snapshot:
+                 priority_ms: bool = True, progress: bool = False) -> Snapshot:
         self.engine.describe_table(table)  # TableNotFoundError with the engine's message
         return from_view(self.engine.view, table, request_ids=request_ids, payload=payload,
                          features=features, progress=progress)
@@ -176,10 +181,11 @@ class ClientTarget:
     """A server through `replaybuf_client.ReplayClient`.
 
     The snapshot is the server's Export stream at its applied LSN
-    (`replaybuf.jobs.snapshot.from_export`; memory-bounded on the server). When the job needs
-    append LSNs (drift windows by LSN), or the server has no Export, it replays the server's
-    log through Subscribe instead (without follow, so it ends at the server's applied LSN)
-    with the view's rules (`replaybuf.jobs.snapshot.from_events`).
+    (`replaybuf.jobs.snapshot.from_export`; memory-bounded on the server). The stream carries
+    neither append LSNs nor priority times, so when the job needs them (drift windows by LSN;
+    ``low_priority``), or the server has no Export, it replays the server's log through
+    Subscribe instead (without follow, so it ends at the server's applied LSN) with the view's
+    rules (`replaybuf.jobs.snapshot.from_events`; client memory O(items ever appended)).
     """
 
     def __init__(self, client: Any) -> None:
@@ -190,9 +196,9 @@ class ClientTarget:
 
     def snapshot(self, table: str, *, request_ids: bool, payload: bool,
                  features: tuple[str, ...], append_lsn: bool = True,
-                 progress: bool = False) -> Snapshot:
+                 priority_ms: bool = True, progress: bool = False) -> Snapshot:
         self.client.describe_table(table)  # TableNotFoundError before a long scan
-        if not append_lsn and hasattr(self.client, "export_stream"):
+        if not append_lsn and not priority_ms and hasattr(self.client, "export_stream"):
             try:
                 return from_export(self.client.export_stream(table), table,
                                    request_ids=request_ids, payload=payload,

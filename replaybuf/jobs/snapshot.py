@@ -4,39 +4,43 @@ Three builders give the same snapshot of the same state:
 
 * `from_view`: one LMDB read transaction over ``item_meta`` (plus ``item_strings`` for request
   ids, ``items`` only when payload checks or features are needed), scanned in chunks of
-  `CHUNK_ITEMS`, so peak memory is the output columns plus one chunk.
+  `CHUNK_ITEMS` into preallocated columns, so peak memory is the output columns (72 bytes per
+  item, plus 1 with payload checks and 8 per feature element) plus one chunk.
 * `from_events`: replays ``(lsn, event)`` pairs with the applier's rules (absent ids skipped,
   the last of repeated ids wins); used online, where the events come from the server's
-  Subscribe stream when the job needs append LSNs (drift windows by LSN) or the server has
-  no Export, and in tests as a cross-check of the view.
-* `from_export`: the server's Export stream (online runs); see its docstring for the two
-  differences.
+  Subscribe stream when the job needs append LSNs (drift windows by LSN) or priority times
+  (``low_priority``), or the server has no Export, and in tests as a cross-check of the view.
+* `from_export`: the server's Export stream (online runs); see its docstring for what it
+  lacks (append LSNs, priority times).
 
 Thread-safety: builders share no state; a `Snapshot` is immutable by convention.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 
 from replaybuf.applier import META_DTYPE, decode_strings, item_keys, row_dtype
-from replaybuf.errors import TableNotFoundError
+from replaybuf.errors import TableNotFoundError, ViewDamagedError
 from replaybuf.table_config import TableConfig
 from replaybuf.tensors import from_tensor
 from replaybuf.v1 import events_pb2
 
 __all__ = ["Snapshot", "from_view", "from_events", "from_export", "CHUNK_ITEMS", "nonfinite_rows"]
 
-#: Items per LMDB scan chunk.
-CHUNK_ITEMS = 65_536
+#: Items per LMDB scan chunk. Each chunk's cursor walk holds the GIL (a few ms at this size);
+#: the scan yields it between chunks, so threads sampling beside a job wait little.
+CHUNK_ITEMS = 16_384
 
 _COLS = {
     "ids": np.uint64, "priority": np.float64, "times_sampled": np.uint64, "reward": np.float64,
     "model_version": np.int64, "episode": np.uint64, "timestamp_ms": np.int64,
-    "append_lsn": np.uint64,
+    "append_lsn": np.uint64, "priority_ms": np.int64,
 }
 _META = {"ids": "item_id", "episode": "episode_id"}
 
@@ -44,6 +48,11 @@ _META = {"ids": "item_id", "episode": "episode_id"}
 @dataclass
 class Snapshot:
     """Present items of one table as of `lsn`, in item id order (ids increase with appends).
+
+    ``priority_ms`` is the event time (ms since the epoch) of the last change of each item's
+    priority: its ``ItemsAppended``, then each ``PrioritiesUpdated`` naming it (even one that
+    sets the same value). It is None only in a snapshot of an Export stream, which does not
+    carry it (`from_export`).
 
     ``request_id`` is filled when asked for, ``nonfinite`` (NaN/inf in any float field of
     the payload) and ``features`` (float payload fields, as float64 ``(n, k)``) likewise.
@@ -60,6 +69,7 @@ class Snapshot:
     episode: np.ndarray
     timestamp_ms: np.ndarray
     append_lsn: np.ndarray
+    priority_ms: np.ndarray | None = None
     request_id: np.ndarray | None = None
     nonfinite: np.ndarray | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
@@ -68,7 +78,9 @@ class Snapshot:
         return int(self.ids.size)
 
     def columns(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in _COLS}
+        """The per-item columns this snapshot has (``priority_ms`` left out when None)."""
+
+        return {k: getattr(self, k) for k in _COLS if getattr(self, k) is not None}
 
 
 def nonfinite_rows(rows: np.ndarray | dict[str, np.ndarray], config: TableConfig) -> np.ndarray:
@@ -123,7 +135,9 @@ def from_view(view, table: str, *, request_ids: bool = False,  # type: ignore[no
         features: float signature fields to return in ``features``.
         progress: show a tqdm progress bar.
 
-    Cost: O(items) LMDB reads in chunks of `CHUNK_ITEMS`; payloads only when asked for.
+    Cost: one cursor walk of ``item_meta`` (and of ``items`` when payloads are needed) in
+    chunks of `CHUNK_ITEMS`, no Python work per item except for request ids (one lookup
+    each). Memory: the output columns plus one chunk (module docstring).
     """
 
     rec = next((r for r in view.tables() if r.name == table), None)
@@ -133,52 +147,97 @@ def from_view(view, table: str, *, request_ids: bool = False,  # type: ignore[no
     feats = [f for f in features if cfg.field(f) is not None]
     need_rows = payload or bool(feats)
     dt = row_dtype(cfg)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in _COLS}
     reqs: list[str] = []
-    bad: list[np.ndarray] = []
-    fparts: dict[str, list[np.ndarray]] = {f: [] for f in feats}
     with view.reading() as (txn, dbs):
         raw_lsn = txn.get(b"applied_lsn", db=dbs["meta"])
         lsn = int.from_bytes(bytes(raw_lsn), "big") if raw_lsn else 0
-        total = txn.stat(dbs["item_meta"])["entries"]
-        cursor = txn.cursor(db=dbs["item_meta"]).iternext(keys=False)
+        total = txn.stat(dbs["item_meta"])["entries"]  # every table's items: an upper bound
+        cols = {k: np.empty(total, t) for k, t in _COLS.items()}
+        bad = np.empty(total if payload else 0, bool)
+        fcols = {f: np.empty((total, _feature_width(cfg, f))) for f in feats}
+        n = 0
+        meta_cur = txn.cursor(db=dbs["item_meta"]).iternext(keys=False)
+        # ``items`` holds the same keys as ``item_meta`` (written and deleted together), so a
+        # second cursor walks it in step: no lookup per item.
+        row_cur = txn.cursor(db=dbs["items"]).iternext(keys=False) if need_rows else None
         with _progress(total, f"scan {table}", progress) as bar:
             while True:
-                chunk = [bytes(v) for _, v in zip(range(CHUNK_ITEMS), cursor)]
-                if not chunk:
+                # Joined in C (islice + join): no Python work per item.
+                raw = b"".join(islice(meta_cur, CHUNK_ITEMS))
+                if not raw:
                     break
-                bar.update(len(chunk))
-                metas = np.frombuffer(b"".join(chunk), META_DTYPE)
-                metas = metas[metas["table"] == idx]
-                if not metas.size:
-                    continue
-                for k in _COLS:
-                    parts[k].append(metas[_META.get(k, k)].astype(_COLS[k]))
-                keys = item_keys(metas["item_id"])
-                if request_ids:
-                    found = dict(txn.cursor(db=dbs["item_strings"]).getmulti(keys))
-                    reqs.extend(decode_strings(found[k])[0] if k in found else "" for k in keys)
-                if need_rows:
-                    got = txn.cursor(db=dbs["items"]).getmulti(keys)
-                    rows = np.frombuffer(b"".join(v for _, v in got), dt)
-                    if payload:
-                        bad.append(nonfinite_rows(rows, cfg))
-                    for f in feats:
-                        fparts[f].append(_feature(rows[f]))
-    return _assemble(table, lsn, cfg, parts, reqs if request_ids else None,
-                     bad if payload else None, fparts)
+                if len(raw) % META_DTYPE.itemsize:
+                    raise ViewDamagedError("item_meta holds a record of the wrong size")
+                metas = np.frombuffer(raw, META_DTYPE)
+                bar.update(metas.size)
+                mine = metas["table"] == idx
+                rows = _rows(row_cur, mine, dt) if row_cur is not None else None
+                metas = metas[mine]  # a writable copy (fill_hot writes into it)
+                m = metas.size
+                if m:
+                    view.fill_hot(txn, metas)  # sample counts and priorities live apart (hot_meta)
+                    s = slice(n, n + m)
+                    for k in _COLS:
+                        cols[k][s] = metas[_META.get(k, k)]
+                    if request_ids:
+                        keys = item_keys(metas["item_id"])
+                        found = dict(txn.cursor(db=dbs["item_strings"]).getmulti(keys))
+                        reqs.extend(decode_strings(found[k])[0] if k in found else ""
+                                    for k in keys)
+                    if rows is not None:
+                        if payload:
+                            bad[s] = nonfinite_rows(rows, cfg)
+                        for f in feats:
+                            fcols[f][s] = _feature(rows[f])
+                    n += m
+                time.sleep(0)  # let other threads (learners sampling) take the GIL
+
+    def trim(a: np.ndarray) -> np.ndarray:
+        # To this table's items, one column at a time; no copy when it is the only table.
+        return a if n == total else a[:n].copy()
+
+    snap = Snapshot(table, lsn, cfg, **{k: trim(cols.pop(k)) for k in list(cols)})
+    if request_ids:
+        snap.request_id = np.asarray(reqs, dtype=object)
+    if payload:
+        snap.nonfinite = trim(bad)
+    for f in feats:
+        snap.features[f] = trim(fcols[f])
+    return snap
+
+
+def _feature_width(cfg: TableConfig, name: str) -> int:
+    spec = cfg.field(name)
+    assert spec is not None
+    return int(np.prod(spec.shape, dtype=np.int64))
+
+
+def _rows(cursor: Iterator[bytes], mine: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """The payload rows of the chunk's items of this table (`mine`), read from a cursor over
+    ``items`` that is in step with the ``item_meta`` cursor."""
+
+    if mine.all():
+        raw = b"".join(islice(cursor, mine.size))
+    else:
+        vals = list(islice(cursor, mine.size))
+        sel = np.flatnonzero(mine).tolist()
+        raw = b"".join([vals[i] for i in sel])
+    if len(raw) != int(mine.sum()) * dt.itemsize:
+        raise ViewDamagedError("items and item_meta of the view disagree (payload sizes)")
+    return np.frombuffer(raw, dt)
 
 
 def from_export(messages: Iterable[object], table: str, *, request_ids: bool = False,
                 payload: bool = False, features: Sequence[str] = ()) -> Snapshot:
     """Snapshot `table` from an Export stream (``service_pb2.ExportChunk`` messages, the last
     with the manifest). Equal to `from_view` at the manifest's LSN except: ``append_lsn`` is
-    0 (the stream does not carry it), and rewards come in the reward field's dtype (a
-    correction to a float64 value is rounded to a float32 field). Memory: O(items)."""
+    0 and ``priority_ms`` is None (the stream carries neither), and rewards come in the reward
+    field's dtype (a correction to a float64 value is rounded to a float32 field).
+    Memory: O(items)."""
 
     from replaybuf.export import chunk_from_proto
 
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in _COLS}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in _COLS if k != "priority_ms"}
     reqs: list[str] = []
     bad: list[np.ndarray] = []
     fparts: dict[str, list[np.ndarray]] = {f: [] for f in features}
@@ -292,8 +351,9 @@ def from_events(events: Iterable[tuple[int, events_pb2.Event]], table: str, *,
             data = {c.name: from_tensor(c.tensor, name=c.name) for c in body.data.columns}
             lin = body.lineage
             cols = {"ids": ids, "priority": np.asarray(body.priorities, np.float64),
-                    "times_sampled": np.zeros(n, np.uint64), "append_lsn": np.full(n, lsn,
-                                                                                 np.uint64)}
+                    "times_sampled": np.zeros(n, np.uint64),
+                    "append_lsn": np.full(n, lsn, np.uint64),
+                    "priority_ms": np.full(n, ev.timestamp_ms, np.int64)}
             cols["reward"] = (np.asarray(data[cfg.reward_field]).astype(np.float64).reshape(n)
                               if cfg.has_reward else np.zeros(n))
             for name, key in (("model_version", "model_version"), ("episode_id", "episode"),
@@ -315,7 +375,11 @@ def from_events(events: Iterable[tuple[int, events_pb2.Event]], table: str, *,
             ids, v = _last_wins(np.asarray(body.item_ids, dtype=np.uint64),
                                 np.asarray(vals, np.float64))
             ok, pos = store.locate(ids)
-            store.cols["priority" if kind == "priorities_updated" else "reward"][pos] = v[ok]
+            if kind == "priorities_updated":
+                store.cols["priority"][pos] = v[ok]
+                store.cols["priority_ms"][pos] = ev.timestamp_ms
+            else:
+                store.cols["reward"][pos] = v[ok]
         elif kind == "items_evicted":
             ok, pos = store.locate(np.asarray(body.item_ids, dtype=np.uint64))
             store.present[pos] = False
