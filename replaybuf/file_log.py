@@ -31,9 +31,9 @@ from replaybuf.errors import (
     LogCorruptionError,
 )
 from replaybuf.file_log_config import FileLogConfig, is_int, is_seconds
-from replaybuf.frame import Frame, encode_frame
-from replaybuf.group_commit import GroupCommit
-from replaybuf.log import AppendResult, Log, LogRecord
+from replaybuf.frame import NO_PRODUCER, Frame, encode_frame
+from replaybuf.group_commit import GroupCommit, QueuedFrame
+from replaybuf.log import AppendResult, Log, LogRecord, make_ack
 from replaybuf.log_reader import read_records
 from replaybuf.producer_dedup import ProducerDedup, check_producer
 from replaybuf.recovery import analyze_log, corruption_message
@@ -68,12 +68,14 @@ def _as_buffer(p: object, i: int) -> tuple[bytes | memoryview, int]:
 class FileLog(Log):
     """A `Log` stored as segment files in one directory, with group-committed fsync.
 
-    Appends are written by the calling thread under a lock, so LSNs are gap-free and frames
-    never interleave; how they become durable depends on `FileLogConfig.fsync`. Under the
-    default ``"group"`` policy, appends that overlap share one fdatasync: an append that finds
-    nothing else pending fdatasyncs itself; otherwise it queues, and a syncer thread runs one
-    fdatasync for everything queued, back to back with the previous one under load (about one
-    fdatasync per group, at most one running at a time). Reads go to the files (a sparse
+    Appends get their LSNs and are encoded under a lock, so LSNs are gap-free and frames
+    never interleave; how they are written and made durable depends on `FileLogConfig.fsync`.
+    Under the default ``"group"`` policy, appends that overlap share one write and one
+    fdatasync (`replaybuf.group_commit`): an append that finds no commit running writes and
+    fdatasyncs its own frame; appends arriving meanwhile queue their frames, and the log's
+    committer thread then writes the whole queue with one ``writev`` and fdatasyncs it for
+    all, back to back with the previous fdatasync while appends keep coming (one thread per
+    log). Reads go to the files (a sparse
     in-memory index finds the start), never see a partial frame, and check every CRC.
 
     Opening an existing directory recovers it: every frame is CRC- and LSN-checked, a torn tail
@@ -117,8 +119,9 @@ class FileLog(Log):
         self._config = config
         self._dir = Path(directory)
         self._policy = config.fsync
-        # _lock guards all state: writes, the segment and dedup tables, last/durable LSN, the
-        # sync waiters (in _commit). Lock order: _lock, then _new_data's lock.
+        # _lock guards all state: LSNs, the segment and dedup tables, last/durable LSN, the
+        # group commit queue (in _commit). Writes happen under it, except a group committer's
+        # (see _write_group). Lock order: _lock, then _new_data's lock.
         self._lock = threading.Lock()
         self._new_data = threading.Condition(threading.Lock())  # followers
         self._followers = 0
@@ -126,9 +129,13 @@ class FileLog(Log):
         self._failure: DurabilityError | None = None
         self._fatal_reported = False
         self._fatal_lock = threading.Lock()
+        self._close_lock = threading.Lock()  # a second close() waits for the first
         self._lock_fd: int | None = None
         self._segs = SegmentTable(self._dir)
-        self._last_lsn = 0
+        self._last_lsn = 0  # last LSN written (readable)
+        self._next_lsn = 1  # next LSN to give out; under "group", frames in between are queued
+        self._group = self._policy == "group"
+        self._durable_acks = self._policy in ("always", "group")
         self._dedup = ProducerDedup(config.dedup_window, config.dedup_producers)
         self._commit = GroupCommit(
             self._lock,
@@ -136,6 +143,7 @@ class FileLog(Log):
             policy=self._policy,
             group_window=config.group_window,
             interval=config.interval,
+            write_group=self._write_group,
             last_lsn=lambda: self._last_lsn,
             fail=self._fail,
             report_fatal=self._report_fatal,
@@ -194,6 +202,7 @@ class FileLog(Log):
         except OSError as exc:
             raise DurabilityError(f"recovering log {self._dir} failed: {exc}") from exc
         self._last_lsn = self._segs.current.last_lsn
+        self._next_lsn = self._last_lsn + 1
         self._commit.durable_lsn = self._last_lsn
 
     # ----------------------------------------------------------------------------- state
@@ -276,7 +285,7 @@ class FileLog(Log):
             dup = self._dedup.lookup(pid, seq, None)
             if dup is None:
                 return None
-            durable = self._policy in ("always", "group") and self._commit.durable_lsn >= dup[1]
+            durable = self._durable_acks and self._commit.durable_lsn >= dup[1]
         return AppendResult(dup[0], dup[1], durable=durable, duplicate=True)
 
     def append(
@@ -293,8 +302,11 @@ class FileLog(Log):
         A retry of an earlier ``(producer_id, producer_seq)`` writes nothing and returns the
         original LSNs with ``duplicate=True`` (see `FileLogConfig.dedup_window`).
 
-        Cost: one write (``writev`` for large frames: no copy of large payloads) and a CRC-32C
-        pass, O(bytes), under the write lock; plus the policy's fdatasync. Thread-safe.
+        Cost: a CRC-32C pass and one copy of small payloads, O(bytes), under the write lock.
+        Under ``"group"`` the frame is queued there and written by the group's committer with
+        one ``writev`` for the whole group, then one fdatasync; under the other policies it is
+        written under the lock (``writev`` for large frames: no copy of large payloads), plus
+        the policy's fdatasync. Thread-safe.
 
         Raises:
             InvalidArgumentError: empty ``payloads``, a non-bytes record, a frame over 4 GiB, a
@@ -304,9 +316,11 @@ class FileLog(Log):
             ClosedError: the log is closed.
         """
 
-        self._check_usable()
-        if isinstance(payloads, (bytes, bytearray, memoryview, str)) or not isinstance(
-            payloads, Sequence
+        if self._closed or self._failure is not None:
+            self._check_usable()
+        if type(payloads) is not list and (
+            isinstance(payloads, (bytes, bytearray, memoryview, str))
+            or not isinstance(payloads, Sequence)
         ):
             raise InvalidArgumentError(
                 f"payloads is a {type(payloads).__name__}; pass a sequence of records, "
@@ -314,57 +328,70 @@ class FileLog(Log):
             )
         if not payloads:
             raise InvalidArgumentError("payloads is empty; append at least one record")
-        bufs = []
-        sizes = []
+        bufs: list[bytes | memoryview] = []
+        sizes: list[int] = []
         for i, p in enumerate(payloads):
-            b, n = _as_buffer(p, i)
-            bufs.append(b)
-            sizes.append(n)
-        pid, seq = check_producer(producer_id, producer_seq)
-        ticket = self._commit.take_ticket()
+            if type(p) is bytes:
+                bufs.append(p)
+                sizes.append(len(p))
+            else:
+                b, n = _as_buffer(p, i)
+                bufs.append(b)
+                sizes.append(n)
+        if producer_id is None and producer_seq is None:
+            pid, seq = NO_PRODUCER, 0
+        else:
+            pid, seq = check_producer(producer_id, producer_seq)
+        commit = self._commit
+        ticket = commit.take_ticket()
         waiter = None
-        inline_fd = -1
+        lead = False
         try:
             with self._lock:
                 try:
-                    self._check_usable()
+                    if self._closed or self._failure is not None:
+                        self._check_usable()
                     dup = self._dedup.lookup(pid, seq, len(bufs)) if seq else None
                     if dup is None:
-                        first = self._last_lsn + 1
+                        first = self._next_lsn
+                        last = first + len(bufs) - 1
                         parts, total = encode_frame(
                             bufs, sizes, first, time.time_ns() // 1_000_000, pid, seq
                         )
-                        last = first + len(bufs) - 1
-                        self._write_frame(parts, total, first, last)
+                        if self._group:
+                            commit.queue(parts, total, first, last)
+                        else:
+                            self._write_frame(parts, total, first, last)
+                        self._next_lsn = last + 1
                         if seq:
                             self._dedup.add(pid, seq, first, len(bufs))
                     else:
                         first, last = dup
                 finally:
                     if ticket:
-                        self._commit.ticket_done(ticket)
-                if self._policy == "group" and self._commit.durable_lsn < last:
-                    inline_fd, waiter = self._commit.enqueue(last)
-            if dup is None:
-                self._wake_followers()
-            if inline_fd >= 0:
-                self._commit.sync_inline(inline_fd, last)
+                        commit.ticket_done(ticket)
+                if self._group and commit.durable_lsn < last:
+                    waiter = commit.join()
+                    lead = waiter is None
+            if lead:
+                commit.lead()
             elif waiter is not None:
-                waiter.acquire()  # released by the syncer after its fdatasync, or on failure
-                if self._commit.durable_lsn < last:
-                    raise DurabilityError(
-                        f"LSN {first}..{last} was written but not fsynced: the log failed "
-                        f"({self._failure})"
-                    ) from self._failure
+                waiter.acquire()  # released by our group's committer (or on failure)
+            elif dup is None:
+                self._wake_followers()
+            if self._group and commit.durable_lsn < last:
+                raise DurabilityError(
+                    f"LSN {first}..{last} was queued but not fsynced: the log failed "
+                    f"({self._failure})"
+                ) from self._failure
         except DurabilityError as exc:
             self._report_fatal(exc)
             raise
-        return AppendResult(
-            first, last, durable=self._policy in ("always", "group"), duplicate=dup is not None
-        )
+        return make_ack(first, last, self._durable_acks, dup is not None)
 
     def _write_frame(self, parts: list, total: int, first: int, last: int) -> None:
-        """Write one encoded frame at the end of the log. Caller holds ``_lock``."""
+        """Write one encoded frame at the end of the log, rolling to a new segment first if
+        it would not fit. Caller holds ``_lock``."""
 
         seg = self._segs.current
         try:
@@ -383,21 +410,64 @@ class FileLog(Log):
             if self._policy == "always":
                 os.fdatasync(fd)
         except OSError as exc:
-            undo = f"truncated {seg.path.name} back to {offset} bytes"
-            try:
-                os.ftruncate(fd, offset)
-            except OSError as exc2:
-                undo = f"could not truncate {seg.path.name} back to {offset} bytes ({exc2})"
-            raise self._fail(
-                DurabilityError(
-                    f"writing LSN {first}..{last} to {seg.path} failed: {exc}; {undo}. The log "
-                    "is failed: exit and reopen it (recovery drops any partial frame)"
-                )
-            ) from exc
+            raise self._write_failed(exc, offset, first, last) from exc
         seg.add_frame(first, offset, total, last - first + 1, INDEX_EVERY)
         self._last_lsn = last
         if self._policy == "always":
             self._commit.durable_lsn = last
+
+    def _write_group(self, parts: list, total: int, frames: list[QueuedFrame]) -> None:
+        """Write the frames queued under ``"group"`` at the end of the log; make them readable.
+
+        Called by the group's committer without ``_lock``: while it holds the committer role
+        nothing else writes, rolls or closes the segment (`close` waits for the role), so one
+        ``writev`` of the whole group runs outside the lock and appenders keep queueing
+        frames meanwhile. A group that must roll to a new segment is written frame by frame
+        under the lock instead (once per segment).
+
+        Raises:
+            DurabilityError: the write failed (the log is now failed).
+        """
+
+        seg = self._segs.current
+        if seg.end + total > self._config.segment_bytes:
+            with self._lock:
+                i = 0
+                for first, last, size, n in frames:
+                    self._write_frame(parts[i : i + n], size, first, last)
+                    i += n
+            self._wake_followers()
+            return
+        fd = self._segs.fd
+        assert fd is not None
+        offset = seg.end
+        try:
+            _write_all(fd, parts, total)
+        except OSError as exc:
+            with self._lock:
+                raise self._write_failed(exc, offset, frames[0][0], frames[-1][1]) from exc
+        with self._lock:
+            seg.add_frames(frames, INDEX_EVERY)
+            self._last_lsn = frames[-1][1]
+        self._wake_followers()
+
+    def _write_failed(self, exc: OSError, offset: int, first: int, last: int) -> DurabilityError:
+        """Writing LSN ``first..last`` at ``offset`` of the current segment failed: cut what
+        was written of it off and fail the log; return the error. Holds ``_lock``."""
+
+        path = self._segs.current.path
+        undo = f"truncated {path.name} back to {offset} bytes"
+        try:
+            assert self._segs.fd is not None
+            os.ftruncate(self._segs.fd, offset)
+        except OSError as exc2:
+            undo = f"could not truncate {path.name} back to {offset} bytes ({exc2})"
+        return self._fail(
+            DurabilityError(
+                f"writing LSN {first}..{last} to {path} failed: {exc}; {undo}. The log "
+                "is failed: exit and reopen it (recovery drops any partial frame)"
+            )
+        )
 
     def _roll(self, base_lsn: int) -> None:
         """Seal the current segment and start one at ``base_lsn``. Holds ``_lock``."""
@@ -409,23 +479,40 @@ class FileLog(Log):
     # ----------------------------------------------------------------------------- sync
 
     def sync(self) -> int:
-        """fdatasync everything written so far; return the new `durable_lsn`.
+        """fdatasync everything appended so far; return the new `durable_lsn`.
 
-        Cost: one fdatasync, run by the calling thread (the write lock is not held during
-        it). Thread-safe.
+        Cost: one fdatasync, run by the calling thread without the write lock (under
+        ``"group"``: one group commit, which also writes the frames queued so far, or a wait
+        for the one in progress and the next). Thread-safe.
 
         Raises:
             DurabilityError: the fdatasync failed (the log is now failed).
         """
 
-        with self._lock:
-            self._check_usable()
-            target = self._last_lsn
-            if target <= self._commit.durable_lsn:
-                return self._commit.durable_lsn
-            assert self._segs.fd is not None
-            fd = os.dup(self._segs.fd)
         try:
+            if self._group:
+                with self._lock:
+                    self._check_usable()
+                    target = self._next_lsn - 1
+                    if target <= self._commit.durable_lsn:
+                        return self._commit.durable_lsn
+                    waiter = self._commit.join()
+                if waiter is None:
+                    self._commit.lead()
+                else:
+                    self._commit.wait(waiter)
+                if self._commit.durable_lsn < target:
+                    raise DurabilityError(
+                        f"sync of {self._dir} failed: the log failed ({self._failure})"
+                    ) from self._failure
+                return self._commit.durable_lsn
+            with self._lock:
+                self._check_usable()
+                target = self._last_lsn
+                if target <= self._commit.durable_lsn:
+                    return self._commit.durable_lsn
+                assert self._segs.fd is not None
+                fd = os.dup(self._segs.fd)
             try:
                 os.fdatasync(fd)
             except OSError as exc:
@@ -536,18 +623,34 @@ class FileLog(Log):
     def close(self) -> None:
         """Wait for appends in progress, fdatasync, and release the files. Idempotent.
 
-        After a failure it only releases the files (no fsync: see the module doc).
+        Appends that got in before the close are committed (under ``"group"``, by the
+        committer in progress or by this call); later ones raise `ClosedError`. After a
+        failure it only releases the files (no fsync: see the module doc).
 
         Raises:
             DurabilityError: the final fdatasync failed.
         """
 
+        with self._close_lock:
+            self._close()
+
+    def _close(self) -> None:
         error: DurabilityError | None = None
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            if self._failure is None and self._segs.fd is not None:
+        if self._group:
+            try:
+                self._commit.finish()
+            except DurabilityError as exc:
+                error = exc
+        with self._lock:
+            if (
+                self._failure is None
+                and self._segs.fd is not None
+                and self._commit.durable_lsn < self._last_lsn
+            ):
                 try:
                     os.fdatasync(self._segs.fd)
                     self._commit.durable_lsn = self._last_lsn
@@ -558,7 +661,7 @@ class FileLog(Log):
             self._commit.stop()
             self._release_files()
         self._wake_followers(force=True)
-        self._commit.join()
+        self._commit.join_thread()
         if error is not None:
             self._report_fatal(error)
             raise error

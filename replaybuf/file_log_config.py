@@ -45,9 +45,10 @@ class FileLogConfig:
 
     * ``"always"``: one fdatasync per append before it returns. An ack survives power loss.
       Costs one fdatasync (~0.1-1 ms) per append, serialized: the slowest policy.
-    * ``"group"`` (default): group commit. Concurrent appends write their frames, then one
-      fdatasync covers all of them and each returns once its frame is durable. Same guarantee
-      as ``always``; under concurrency costs about one fdatasync per group, not per append.
+    * ``"group"`` (default): group commit. Concurrent appends queue their frames; one of
+      them (or, under load, the log's committer thread) writes them all with one ``writev``,
+      one fdatasync covers all of them, and each returns once its frame is durable. Same
+      guarantee as ``always``; under concurrency costs one fdatasync per group, not per append.
     * ``"interval"``: a background thread fdatasyncs every `interval` seconds; appends return
       after the write (``durable=False``). Survives a process crash (``kill -9``); a power
       loss may lose up to `interval` seconds of acknowledged appends.
@@ -56,10 +57,11 @@ class FileLogConfig:
     """
 
     group_window: float = 0.002
-    """Seconds (at most) an idle syncer waits for the appends already queued on the write lock
-    before its fdatasync, so that a burst of concurrent appends shares one; 0 syncs as soon
-    as the syncer is free. Only used under ``"group"``. A lone writer never waits, and under
-    load fdatasyncs run back to back without waiting (see `FileLog`)."""
+    """Seconds (at most) that an append finding no commit running waits, before its write and
+    fdatasync, for the appends already on their way to the write lock, so that a burst of
+    concurrent appends shares one fdatasync; 0 commits at once. Only used under ``"group"``.
+    A lone writer never waits, and under load fdatasyncs run back to back without waiting
+    (see `replaybuf.group_commit`)."""
 
     interval: float = 0.05
     """Seconds between background fdatasyncs under ``"interval"`` (the power-loss window)."""

@@ -38,6 +38,8 @@ __all__ = [
 _U32 = struct.Struct(">I")
 # length, crc, base_lsn, count, timestamp_ms, producer_id, producer_seq
 _FRAME_HEAD = struct.Struct(">IIQIQ16sQ")
+_LEN_CRC = struct.Struct(">II")  # the first two fields...
+_FRAME_REST = struct.Struct(">QIQ16sQ")  # ...and the rest, which the CRC covers
 #: Bytes a frame takes besides its records.
 FRAME_OVERHEAD = _FRAME_HEAD.size
 #: Bytes each record takes besides its payload (its length prefix).
@@ -68,8 +70,9 @@ def encode_frame(
 ) -> tuple[list[bytes | bytearray | memoryview], int]:
     """Encode one frame; return ``(buffers, total_bytes)`` to write in order (``os.writev``).
 
-    Small frames are joined into one buffer (one copy); large ones reference the payloads
-    themselves, so writing them costs no copy in Python. Cost: O(total bytes) for the CRC.
+    Small frames are joined into one bytes object (a few small copies); large ones reference
+    the payloads themselves, so writing them costs no copy in Python. Cost: O(total bytes)
+    for the CRC-32C (one C call over the whole small frame).
 
     Raises:
         InvalidArgumentError: the frame would exceed `MAX_FRAME_LENGTH`.
@@ -85,20 +88,20 @@ def encode_frame(
     total = 8 + length
     crc = _crc32c.crc32c
     if total < _WRITEV_MIN_BYTES or total < _WRITEV_MIN_RECORD * count:
-        buf = bytearray(total)
-        _FRAME_HEAD.pack_into(
-            buf, 0, length, 0, base_lsn, count, timestamp_ms, producer_id, producer_seq
-        )
-        o = FRAME_OVERHEAD
-        pack_into = _U32.pack_into
-        for p, n in zip(payloads, sizes):
-            pack_into(buf, o, n)
-            o += 4
-            buf[o : o + n] = p
-            o += n
-        with memoryview(buf) as mv:
-            _U32.pack_into(buf, 4, crc(mv[8:]))
-        return [buf], total
+        # One bytes object: the header fields after the CRC, the records, then the CRC of
+        # those, and length + CRC in front (a few small copies, no per-record Python objects
+        # beyond the length prefixes).
+        rest = _FRAME_REST.pack(base_lsn, count, timestamp_ms, producer_id, producer_seq)
+        if count == 1:
+            body = rest + _U32.pack(sizes[0]) + payloads[0]
+        else:
+            pieces = [rest]
+            pack = _U32.pack
+            for p, n in zip(payloads, sizes):
+                pieces.append(pack(n))
+                pieces.append(p)
+            body = b"".join(pieces)
+        return [_LEN_CRC.pack(length, crc(body)) + body], total
     head = bytearray(
         _FRAME_HEAD.pack(length, 0, base_lsn, count, timestamp_ms, producer_id, producer_seq)
     )

@@ -53,6 +53,27 @@ class AppendResult:
         return self.last_lsn - self.first_lsn + 1
 
 
+_new_object = object.__new__
+
+
+def make_ack(first_lsn: int, last_lsn: int, durable: bool, duplicate: bool) -> AppendResult:
+    """``AppendResult(first_lsn, last_lsn, durable, duplicate)``, built about twice as fast.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; a log
+    builds one ack per append, on the path that group commit makes as short as it can, so
+    this fills the new instance's ``__dict__`` directly. The result is the same object as the
+    constructor's (equal, same repr and hash; `tests/test_file_log.py` pins that).
+    """
+
+    ack = _new_object(AppendResult)
+    fields = ack.__dict__
+    fields["first_lsn"] = first_lsn
+    fields["last_lsn"] = last_lsn
+    fields["durable"] = durable
+    fields["duplicate"] = duplicate
+    return ack
+
+
 @dataclass(frozen=True)
 class LogRecord:
     """One record read back from the log.

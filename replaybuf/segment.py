@@ -143,10 +143,39 @@ class SegmentState:
         self.end = offset + size
         self.next_lsn = base_lsn + count
 
+    def add_frames(self, frames: list[tuple[int, int, int, int]], index_every: int) -> None:
+        """Account for frames written back to back at the end: ``(first_lsn, last_lsn,
+        size, _)`` each, as `replaybuf.group_commit` queues them. O(len(frames))."""
+
+        offset = self.end
+        offsets = self.index_offsets
+        last_indexed = offsets[-1] if offsets else -index_every
+        for first, _, size, _ in frames:
+            if offset - last_indexed >= index_every:
+                self.index_lsns.append(first)
+                offsets.append(offset)
+                last_indexed = offset
+            offset += size
+        self.frames += len(frames)
+        self.end = offset
+        self.next_lsn = frames[-1][1] + 1
+
 
 def write_all(fd: int, parts: list, total: int) -> None:
-    """Write ``parts`` fully, looping on short writes. Raises OSError (ENOSPC when stuck)."""
+    """Write ``parts`` fully, looping on short writes. Raises OSError (ENOSPC when stuck).
 
+    One ``write`` (one part) or ``writev`` call in the common case; views into the parts are
+    only built after a short write (or for more than ``IOV_MAX`` parts).
+    """
+
+    if 1 < len(parts) <= _IOV_MAX:
+        n = os.writev(fd, parts)
+        if n == total:
+            return
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "writev made no progress")
+        _write_rest(fd, parts, n)
+        return
     if len(parts) == 1:
         with memoryview(parts[0]) as mv:
             done = 0
@@ -156,8 +185,22 @@ def write_all(fd: int, parts: list, total: int) -> None:
                     raise OSError(errno.ENOSPC, "write made no progress")
                 done += n
         return
+    _write_rest(fd, parts, 0)
+
+
+def _write_rest(fd: int, parts: list, done: int) -> None:
+    """Write what is left of ``parts`` after the first ``done`` bytes, looping on short
+    writes and writing at most ``IOV_MAX`` buffers per call."""
+
     pending = [memoryview(p).cast("B") for p in parts]
     i = 0
+    while done:
+        if done >= len(pending[i]):
+            done -= len(pending[i])
+            i += 1
+        else:
+            pending[i] = pending[i][done:]
+            done = 0
     while i < len(pending):
         n = os.writev(fd, pending[i : i + _IOV_MAX])
         if n <= 0:
