@@ -126,6 +126,8 @@ class Pending:
     _sorted: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
     _newest: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
         default_factory=dict, compare=False, repr=False)
+    _by_item: dict[int, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def read(cls, txn: lmdb.Transaction, db: Any, lsn: int) -> Pending:
@@ -239,14 +241,21 @@ class Pending:
 
     def update_lsns(self, table: int, item_id: int) -> list[int]:
         """LSNs of the pending priority updates of one item (the lineage index has the folded
-        ones). O(pending updates of the table)."""
+        ones), ascending. O(log P) once this state's updates are sorted by id (O(P log P) the
+        first time per state)."""
 
-        out: list[int] = []
-        for p in self.prios.get(table, ()):
-            hit = p.ids == np.uint64(item_id)
-            if hit.any():
-                out.extend(p.lsns[hit].tolist())
-        return out
+        idx = self._by_item.get(table)
+        if idx is None:
+            parts = self.prios.get(table, ())
+            if not parts:
+                return []
+            ids = _concat(tuple(p.ids for p in parts))
+            lsns = _concat(tuple(p.lsns for p in parts))
+            order = np.argsort(ids, kind="stable")  # keeps LSN order within an id
+            idx = self._by_item[table] = (ids[order], lsns[order])
+        ids, lsns = idx
+        key = np.uint64(item_id)
+        return lsns[np.searchsorted(ids, key, "left"):np.searchsorted(ids, key, "right")].tolist()
 
     def put(self, txn: lmdb.Transaction, db: Any, lsn: int, drawn: Mapping[int, np.ndarray],
             gone: Mapping[int, np.ndarray], prios: Mapping[int, PrioUpdates]) -> None:

@@ -450,14 +450,20 @@ class View:
             db, prefix = "by_model_version", U32.pack(table) + biased
         else:
             raise ValueError("give one of request_id, episode_id, model_version")
+        want = min(limit, sys.maxsize - 1) + 1
         with self._reading(), self._env.begin() as txn:
             cur = txn.cursor(db=self._dbs[db])
             if not cur.set_range(prefix):
                 return [], False
-            keys = list(itertools.islice(itertools.takewhile(
-                lambda k: k.startswith(prefix), cur.iternext(values=False)),
-                min(limit, sys.maxsize - 1) + 1))
-        ids = np.frombuffer(b"".join([k[-8:] for k in keys[:limit]]), ">u8").astype(np.uint64)
+            # Every key with this prefix is prefix + u64 id (a request id's length is in the
+            # prefix), so the first key at or past prefix + 9 x 0xff ends the range: the walk
+            # stops on it by a comparison in C, with no Python call per key.
+            end = txn.cursor(db=self._dbs[db])
+            stop = end.key() if end.set_range(prefix + b"\xff" * 9) else None
+            it = cur.iternext(values=False)
+            keys = list(itertools.islice(it if stop is None else iter(it.__next__, stop), want))
+        ids = np.frombuffer(b"".join(keys[:limit]),
+                            [("key", f"V{len(prefix)}"), ("id", ">u8")])["id"].astype(np.uint64)
         ids.sort()
         return ids.tolist(), len(keys) > limit
 

@@ -272,3 +272,71 @@ def test_cli_prints_lineage_find_results_and_diff(tmp_path, capsys):
     assert cli_main(["diff", "--data-dir", str(tmp_path), "--from", "2", "--table", "t"]) == 0
     assert "evicted review_rejected" in capsys.readouterr().out
     assert cli_main(["lineage", "99", "--data-dir", str(tmp_path)]) == 1
+
+
+def _check_append_entries(e: Engine, ids: list[int]) -> int:
+    """Each item's append entry equals the one reduced from its full record; returns how many
+    were built from the view (the present items)."""
+
+    from replaybuf import lineage_index as li
+
+    recs = e.view.records(ids)
+    built = 0
+    for i in ids:
+        rec = recs[i]
+        lsn = int(rec["append_lsn"])
+        slow = li._reduce_append(next(iter(e.log.read(lsn, lsn))).payload, lsn, i, rec, e.view)
+        entry = e.get_lineage(i).entries[0]
+        assert entry[0] == lsn
+        assert entry[1].SerializeToString() == slow.SerializeToString(), i
+        with e.view.reading() as (txn, dbs):
+            stored = li._read_stored(txn, dbs, i)
+        if int(rec["flags"]) & 1:  # evicted: read from the log, as before
+            assert stored is None
+            continue
+        fast = li._append_from_view(e.log, lsn, i, stored, _config(capacity=12))
+        assert fast is not None and fast == slow, i
+        built += 1
+    return built
+
+
+@pytest.mark.parametrize("fold", [1, 1 << 16], ids=["fold-every-write", "fold-rarely"])
+def test_append_entry_built_from_the_view_equals_the_one_read_from_the_log(tmp_path, fold):
+    # A present item's append entry comes from the view plus the record's head
+    # (lineage_index._append_from_view); it must be the very message the full record gives
+    # (_reduce_append), after priority changes and corrections, for lineage columns of 0, 1
+    # and n entries, columns sent in another order than the signature, and an append sharing
+    # its frame with the capacity eviction it caused; live, after a restart and a rebuild.
+    from replaybuf.tensors import to_batch
+
+    ids = list(range(1, 15))
+    with _open(tmp_path, fold) as e:
+        e.create_table(_config(capacity=12))
+        e.append("t", batch([1, 2, 3]))  # no lineage columns
+        e.append("t", batch([4, 5, 6]), priorities=[0.5, 1.5, 2.5],
+                 lineage={"episode_id": 3, "model_version": -2, "source": "s"})  # 1 entry
+        e.append("t", batch([7, 8, 9]), lineage={  # n entries
+            "episode_id": [1, 2, 3], "step": [4, 5, 6], "request_id": ["a", "", "c"],
+            "model_version": [7, 8, 9], "timestamp_ms": [10, 11, 12],
+            "source": ["x", "y", ""]})
+        cols = batch([10, 11])
+        e.append("t", to_batch({k: cols[k] for k in reversed(list(cols))}),  # as a client sends
+                 lineage={"request_id": ["q10", "q11"]})
+        for k in range(3):
+            e.update_priorities("t", [2, 5, 8, 10], [k + 0.25] * 4, source="learner")
+        e.correct_rewards("t", [2, 8], [-3.0, 4.0], source="human", reason="fix")
+        e.append("t", batch([12, 13, 14]))  # table full: evicts in the append's frame
+        e.update_priorities("t", [13], [9.0])
+        assert _check_append_entries(e, ids) == 12
+        h = e.get_lineage(8)
+        assert h.present
+        assert _kinds(h) == ["items_appended", *["priorities_updated"] * 3, "rewards_corrected"]
+        app = h.entries[0][1].items_appended
+        assert len(app.priorities) == 1 and app.lineage.request_id[:] == [""]
+        assert from_batch(app.data)["tag"].tolist() == [8]
+    with _open(tmp_path, fold) as e:  # restart
+        assert _check_append_entries(e, ids) == 12
+    shutil.rmtree(tmp_path / "view")
+    with _open(tmp_path, fold) as e:  # rebuilt from the log
+        assert e.rebuild_reason is not None
+        assert _check_append_entries(e, ids) == 12

@@ -261,7 +261,7 @@ def test_wire_strings_cut_from_the_bytes_equal_the_parsed_strings(requests, sour
     """The bulk cut of a serialized Lineage's string fields equals protobuf's parse, or
     declines (None) when the strings vary too much in length."""
 
-    from replaybuf.materialize import _wire_strings
+    from replaybuf.materialize_decode import _wire_strings
     from replaybuf.v1 import table_pb2
 
     raw = table_pb2.Lineage(episode_id=episodes, request_id=requests, source=sources,
