@@ -14,6 +14,7 @@ from replaybuf.errors import InvalidArgumentError, SignatureMismatchError
 from replaybuf.tensors import FieldSpec, dtype_from_proto, from_batch
 from replaybuf.v1 import events_pb2, service_pb2, table_pb2, tensor_pb2
 
+from ._wire import decode_columns, split_sample_response
 from ._types import (
     AppendResult,
     ItemLineage,
@@ -33,6 +34,7 @@ __all__ = [
     "eviction_reason",
     "coerce_columns",
     "decode_sample",
+    "decode_sample_bytes",
     "decode_table_info",
     "decode_ack",
     "decode_item_lineage",
@@ -301,20 +303,28 @@ def coerce_columns(
 def decode_sample(resp: service_pb2.SampleResponse) -> Sample:
     """Decode a response: data as read-only numpy views over its bytes, info as arrays."""
 
-    info = resp.info
-    return Sample(
-        data=from_batch(resp.data),
-        info=SampleInfo(
-            item_ids=np.array(info.item_ids, dtype=np.uint64),
-            priorities=np.array(info.priorities, dtype=np.float64),
-            probabilities=np.array(info.probabilities, dtype=np.float64),
-            weights=np.array(info.weights, dtype=np.float64),
-            times_sampled=np.array(info.times_sampled, dtype=np.uint64),
-            lineage=Lineage.from_proto(info.lineage),
-            lsn=int(info.lsn),
-            seed=int(info.seed),
-            table_size=int(info.table_size),
-        ),
+    return Sample(data=from_batch(resp.data), info=_sample_info(resp.info))
+
+
+def decode_sample_bytes(raw: bytes) -> Sample:
+    """Decode serialized SampleResponse bytes without copying the data (`._wire`): each
+    column is a read-only view of `raw`."""
+
+    span, info = split_sample_response(raw)
+    return Sample(data=decode_columns(raw, span), info=_sample_info(info))
+
+
+def _sample_info(info: Any) -> SampleInfo:
+    return SampleInfo(
+        item_ids=np.array(info.item_ids, dtype=np.uint64),
+        priorities=np.array(info.priorities, dtype=np.float64),
+        probabilities=np.array(info.probabilities, dtype=np.float64),
+        weights=np.array(info.weights, dtype=np.float64),
+        times_sampled=np.array(info.times_sampled, dtype=np.uint64),
+        lineage=Lineage.from_proto(info.lineage),
+        lsn=int(info.lsn),
+        seed=int(info.seed),
+        table_size=int(info.table_size),
     )
 
 

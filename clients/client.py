@@ -148,6 +148,13 @@ class ReplayClient(AuditCalls, Closing):
             )
             self._channel = grpc.secure_channel(address, creds, options=channel_options)
         self._stub = service_pb2_grpc.ReplayServiceStub(self._channel)
+        # SampleStream with the responses left as bytes: the sampler decodes them without
+        # copying the tensors (`._wire`).
+        self._sample_stream_raw = self._channel.stream_stream(
+            "/replaybuf.v1.ReplayService/SampleStream",
+            request_serializer=service_pb2.SampleStreamRequest.SerializeToString,
+            response_deserializer=None,
+        )
         self._pid = os.getpid()
         self._closed = False
         self._closing = False

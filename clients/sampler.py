@@ -13,7 +13,7 @@ import grpc
 from replaybuf.errors import ClosedError
 from replaybuf.v1 import service_pb2
 
-from ._convert import decode_sample
+from ._convert import decode_sample, decode_sample_bytes
 from ._errors import status_name
 from ._retry import reconnect_delay
 from ._stream import StreamHandle
@@ -223,7 +223,7 @@ class Sampler(StreamHandle):
             if credits is None:
                 self._call = self._client._stub.Sample(request, metadata=self._client._metadata)
             else:
-                self._call = self._client._stub.SampleStream(
+                self._call = self._client._sample_stream_raw(
                     _credit_messages(request, unconsumed, credits),
                     metadata=self._client._metadata,
                 )
@@ -249,7 +249,9 @@ class Sampler(StreamHandle):
                 if call is None:
                     return
                 for response in call:
-                    batch = decode_sample(response)
+                    # SampleStream answers raw bytes (decoded without copies); Sample protos
+                    batch = (decode_sample_bytes(response) if isinstance(response, bytes)
+                             else decode_sample(response))
                     if self._as_torch:
                         from .torch import to_torch_sample
 
