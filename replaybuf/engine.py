@@ -358,7 +358,7 @@ class Engine:
     # -- append -------------------------------------------------------------------------------
 
     def append(
-        self, table: str, data: Mapping[str, np.ndarray], *,
+        self, table: str, data: Mapping[str, np.ndarray] | tensor_pb2.ColumnarBatch, *,
         priorities: Sequence[float] | np.ndarray | float | None = None,
         lineage: Lineage | Mapping[str, object] | None = None,
         producer_id: bytes | None = None, producer_seq: int | None = None,
