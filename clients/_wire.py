@@ -20,6 +20,7 @@ import numpy as np
 from replaybuf.errors import InvalidArgumentError
 from replaybuf.tensors import dtype_from_proto
 from replaybuf.v1 import table_pb2
+from replaybuf.wire import read_varint
 
 __all__ = ["split_sample_response", "decode_columns"]
 
@@ -27,16 +28,10 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise InvalidArgumentError("SampleResponse: a varint is longer than 10 bytes")
+    try:
+        return read_varint(buf, pos)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"SampleResponse: {exc}") from None
 
 
 def _fields(buf: bytes, start: int, end: int) -> Any:

@@ -30,6 +30,7 @@ __all__ = [
     "event_kind",
     "event_table",
     "describe_event",
+    "message_classes",
 ]
 
 #: Schema version written by this release.
@@ -135,3 +136,17 @@ def describe_event(event: events_pb2.Event) -> str:
     if kind == "retrain_recommended":
         return f"RetrainRecommended {table!r} job={body.job_id!r} {body.detail}"
     return f"{kind} {table!r}"
+
+
+def message_classes(fd: Any, *names: str) -> tuple[Any, ...]:
+    """Message classes of a derived ``FileDescriptorProto`` (a skinny look-alike of one of
+    ours), added to the default pool once per process."""
+
+    from google.protobuf import descriptor_pool, message_factory
+
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(fd.name)
+    except KeyError:
+        pool.AddSerializedFile(fd.SerializeToString())
+    return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(n)) for n in names)

@@ -51,7 +51,7 @@ from replaybuf.applier import (
 from replaybuf.errors import (
     DataLossError, InvalidArgumentError, ItemNotFoundError, ViewDamagedError,
 )
-from replaybuf.events import EVENT_VERSION, decode_event
+from replaybuf.events import EVENT_VERSION, decode_event, message_classes
 from replaybuf.tensors import dtype_from_proto
 from replaybuf.v1 import events_pb2, service_pb2
 
@@ -180,7 +180,7 @@ def _skinny_event_class() -> Any:
 
     global _SKINNY
     if _SKINNY is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import descriptor_pb2
 
         from replaybuf.v1 import tensor_pb2  # noqa: F401 - registers ColumnarBatch
 
@@ -199,13 +199,7 @@ def _skinny_event_class() -> Any:
         ev.field.add(name="timestamp_ms", number=2, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
         ev.field.add(name="items_appended", number=11, type=f.TYPE_MESSAGE,
                      label=f.LABEL_OPTIONAL, type_name=".replaybuf.v1.skinny.Appended")
-        pool = descriptor_pool.Default()
-        try:
-            pool.FindFileByName(fd.name)
-        except KeyError:
-            pool.AddSerializedFile(fd.SerializeToString())
-        _SKINNY = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("replaybuf.v1.skinny.Event"))
+        _SKINNY, = message_classes(fd, "replaybuf.v1.skinny.Event")
     return _SKINNY
 
 

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from replaybuf.events import EVENT_VERSION, decode_event
+from replaybuf.events import EVENT_VERSION, decode_event, message_classes
 from replaybuf.export import Utf8Strings
 from replaybuf.v1 import events_pb2
+from replaybuf.wire import read_varint
 
 
 def _table_of(ev: events_pb2.Event) -> str | None:
@@ -47,7 +48,7 @@ def _scan_event_class() -> Any:
 
     global _SCAN_EVENT
     if _SCAN_EVENT is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import descriptor_pb2
 
         from replaybuf.v1 import tensor_pb2  # noqa: F401 - registers ColumnarBatch
 
@@ -66,13 +67,7 @@ def _scan_event_class() -> Any:
         for f in ev.field:
             if f.name == "items_appended":
                 f.type_name = ".replaybuf.v1.scan.Appended"
-        pool = descriptor_pool.Default()
-        try:
-            pool.FindFileByName(fd.name)
-        except KeyError:
-            pool.AddSerializedFile(fd.SerializeToString())
-        _SCAN_EVENT = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("replaybuf.v1.scan.Event"))
+        _SCAN_EVENT, = message_classes(fd, "replaybuf.v1.scan.Event")
     return _SCAN_EVENT
 
 
@@ -128,7 +123,7 @@ def _stream_classes() -> tuple[Any, Any]:
 
     global _STREAM
     if _STREAM is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import descriptor_pb2
 
         from replaybuf.v1 import table_pb2, tensor_pb2
 
@@ -155,27 +150,8 @@ def _stream_classes() -> tuple[Any, Any]:
         for x in ev.field:
             if x.name == "items_appended":
                 x.type_name = ".replaybuf.v1.stream.Appended"
-        pool = descriptor_pool.Default()
-        try:
-            pool.FindFileByName(fd.name)
-        except KeyError:
-            pool.AddSerializedFile(fd.SerializeToString())
-        _STREAM = tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(
-            f"replaybuf.v1.stream.{name}")) for name in ("Event", "Numbers"))
+        _STREAM = message_classes(fd, "replaybuf.v1.stream.Event", "replaybuf.v1.stream.Numbers")
     return _STREAM
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
 
 
 def _wire_strings(raw: bytes, max_runs: int = 64) -> dict[str, Utf8Strings] | None:
@@ -198,10 +174,10 @@ def _wire_strings(raw: bytes, max_runs: int = 64) -> dict[str, Utf8Strings] | No
             runs += 1
             if runs > max_runs:
                 return None
-            tag, p = _varint(raw, pos)
+            tag, p = read_varint(raw, pos)
             field, wire = tag >> 3, tag & 7
             if wire == 0:
-                pos = _varint(raw, p)[1]
+                pos = read_varint(raw, p)[1]
             elif wire == 1:
                 pos = p + 8
             elif wire == 5:
@@ -209,7 +185,7 @@ def _wire_strings(raw: bytes, max_runs: int = 64) -> dict[str, Utf8Strings] | No
             elif wire != 2:
                 return None
             else:
-                length, q = _varint(raw, p)
+                length, q = read_varint(raw, p)
                 if field not in _STRING_FIELDS:
                     pos = q + length
                     continue

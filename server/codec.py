@@ -24,8 +24,9 @@ import numpy as np
 
 from replaybuf.tensors import dtype_to_proto
 from replaybuf.v1 import service_pb2, tensor_pb2
+from replaybuf.wire import varint
 
-__all__ = ["encode_sample", "encode_log_event", "passthrough_serializer", "varint"]
+__all__ = ["encode_sample", "encode_log_event", "passthrough_serializer"]
 
 _LITTLE = sys.byteorder == "little"
 
@@ -36,20 +37,6 @@ _TAG_COLUMN_TENSOR = b"\x12"  # Column.tensor = 2
 _TAG_TENSOR_DATA = b"\x1a"  # Tensor.data = 3
 _TAG_LOG_EVENT_LSN = b"\x08"  # LogEvent.lsn = 1 (varint)
 _TAG_LOG_EVENT_EVENT = b"\x12"  # LogEvent.event = 2
-
-
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int."""
-
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _wire_array(array: np.ndarray) -> np.ndarray:
