@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
