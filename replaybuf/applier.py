@@ -142,10 +142,6 @@ def _records(arr: np.ndarray) -> list[bytes]:
     return np.ascontiguousarray(arr).view(np.dtype((np.void, arr.itemsize))).tolist()
 
 
-def _split(raw: bytes, width: int) -> list[bytes]:
-    return np.frombuffer(raw, f"V{width}").tolist()  # bytes objects, one per record
-
-
 def _broadcast(values: Any, n: int) -> list[str]:
     """A lineage string column as n values: 0 entries -> "", 1 -> repeated, n -> as is
     (longer or shorter lists repeat their last entry, as the engine validated them)."""
@@ -229,7 +225,7 @@ class Batch:
         return pos[keep], recs[keep]
 
     def _put_metas(self, recs: np.ndarray, db: str = "item_meta") -> None:
-        values = _split(recs.tobytes(), META_DTYPE.itemsize)
+        values = _records(recs)
         self._cursor(db).putmulti(list(zip(item_keys(recs["item_id"]), values)))
 
     # -- events -------------------------------------------------------------------------------
@@ -385,7 +381,7 @@ class Batch:
         for db, value in (("by_episode", metas["episode_id"]), ("by_model_version", biased)):
             order = np.lexsort((ids, value))  # key order, so LMDB inserts near each other
             by["value"], by["id"] = value[order], ids[order]
-            self._cursor(db).putmulti(list(zip(_split(by.tobytes(), 20), itertools.repeat(b""))))
+            self._cursor(db).putmulti(list(zip(_records(by), itertools.repeat(b""))))
         reqs = [r.encode() for r in _broadcast(lin.request_id, n)]
         srcs = [s.encode() for s in _broadcast(lin.source, n)]
         if any(reqs) or any(srcs):

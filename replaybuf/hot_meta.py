@@ -95,6 +95,14 @@ class PrioUpdates:
                      for f in ("ids", "values", "ms", "lsns")))
 
 
+def _lookup(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `values`: its position in sorted, non-empty `keys` (clipped) and whether it
+    is there."""
+
+    pos = np.minimum(np.searchsorted(keys, values), keys.size - 1)
+    return pos, keys[pos] == values
+
+
 def _latest(parts: tuple[PrioUpdates, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Last-wins over updates in order: (sorted unique ids, their priorities, their times)."""
 
@@ -197,8 +205,7 @@ class Pending:
                 keys, back = np.unique(ids, return_inverse=True)
                 hits = np.zeros(keys.size, np.uint64)
                 for part in parts:
-                    pos = np.minimum(np.searchsorted(keys, part), keys.size - 1)
-                    hit = keys[pos] == part
+                    pos, hit = _lookup(keys, part)
                     hits += np.bincount(pos[hit], minlength=keys.size).astype(np.uint64)
                 return hits[back.reshape(-1)]
             srt = self._sorted[table] = np.sort(_concat(parts))
@@ -224,8 +231,7 @@ class Pending:
             keys = np.unique(ids)
             hit_parts = []
             for p in parts:
-                pos = np.minimum(np.searchsorted(keys, p.ids), keys.size - 1)
-                hit = keys[pos] == p.ids
+                _, hit = _lookup(keys, p.ids)
                 if hit.any():
                     hit_parts.append(PrioUpdates(p.ids[hit], p.values[hit], p.ms[hit],
                                                  p.lsns[hit]))
@@ -234,8 +240,7 @@ class Pending:
             newest = self._newest[table] = _latest(parts)
         uids, uvals, ums = newest
         if uids.size:
-            pos = np.minimum(np.searchsorted(uids, ids), uids.size - 1)
-            found = uids[pos] == ids
+            pos, found = _lookup(uids, ids)
             vals[found], ms[found] = uvals[pos[found]], ums[pos[found]]
         return found, vals, ms
 

@@ -93,7 +93,7 @@ def reopen_both_ways(path: Path, folds: tuple[int, int] = (1 << 16, 1 << 16)
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_st, max_size=30), folds=st.tuples(*[st.sampled_from([1, 3, 1 << 16])] * 3))
 def test_rebuilt_view_equals_the_live_one(ops, folds):
-    # Each engine folds its sample counters at other moments (draw_counts): no difference.
+    # Each engine folds its sample counters at other moments (hot_meta): no difference.
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "db"
         with Engine(path, replace(CONFIG, fold_draws=folds[0])) as engine:
