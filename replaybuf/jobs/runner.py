@@ -2,8 +2,8 @@
 
 A job's decisions are a pure function of a `Snapshot` at one LSN, the job file and the run's
 reference time (`plan_job`). `run_job` applies a plan through a *target*: `EngineTarget` (an
-in-process engine on a stopped data dir) or `ClientTarget` (a server, through
-`replaybuf_client.ReplayClient`). Both log the same events for the same state: one
+in-process engine: a stopped data dir, or the server's own engine for scheduled jobs) or
+`ClientTarget` (a server, through `replaybuf_client.ReplayClient`). Both log the same events for the same state: one
 ``ItemsEvicted`` per policy with matches and per `EVICT_BATCH` ids (in file order, reason and
 job id set), then
 ``JobCompleted`` (and ``RetrainRecommended`` when a drift check crossed a threshold).
@@ -28,14 +28,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from replaybuf.errors import AlreadyExistsError, UnimplementedError
-from replaybuf.jobs.drift import DriftResult, check_drift
+from replaybuf.errors import AlreadyExistsError, InvalidArgumentError, UnimplementedError
 from replaybuf.jobs.jobfile import JobSpec
+from replaybuf.jobs.plan import Eviction, Plan, plan_job, snapshot_needs
+from replaybuf.jobs.scan_process import plan_in_process
 from replaybuf.jobs.snapshot import Snapshot, from_events, from_export, from_view
 from replaybuf.v1 import events_pb2
 
-__all__ = ["EVICT_BATCH", "Eviction", "Plan", "RunResult", "Target", "EngineTarget", "ClientTarget",
-           "plan_job", "run_job", "snapshot_needs"]
+__all__ = ["EVICT_BATCH", "SCAN_MODES", "Eviction", "Plan", "RunResult", "Target",
+           "EngineTarget", "ClientTarget", "plan_job", "run_job", "snapshot_needs"]
 
 
 #: Most ids per Evict call (one ``ItemsEvicted`` event each, online and offline alike). Small
@@ -44,54 +45,10 @@ __all__ = ["EVICT_BATCH", "Eviction", "Plan", "RunResult", "Target", "EngineTarg
 #: did not change from 2,000 to 100,000), and far below the 64 MiB message limit.
 EVICT_BATCH = 5_000
 
-
-@dataclass
-class Eviction:
-    """The items one policy evicts (those not already taken by an earlier policy)."""
-
-    policy: str
-    reason: int
-    ids: np.ndarray
-    detail: str
-
-    @property
-    def reason_name(self) -> str:
-        return events_pb2.EvictionReason.Name(self.reason)
-
-
-@dataclass
-class Plan:
-    """What a job decided on one snapshot."""
-
-    job_id: str
-    table: str
-    at_lsn: int
-    now_ms: int
-    items: int
-    evictions: list[Eviction]
-    drift: DriftResult | None = None
-
-    @property
-    def kind(self) -> str:
-        return "+".join(k for k, on in (("evict", bool(self.evictions) or self.drift is None),
-                                        ("drift", self.drift is not None)) if on)
-
-    def by_reason(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for ev in self.evictions:
-            if ev.ids.size:
-                out[ev.reason_name] = out.get(ev.reason_name, 0) + int(ev.ids.size)
-        return out
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id, "table": self.table, "at_lsn": self.at_lsn,
-            "now_ms": self.now_ms, "items": self.items,
-            "evictions": [{"policy": e.policy, "reason": e.reason_name, "count": int(e.ids.size),
-                           "detail": e.detail} for e in self.evictions],
-            "evicted_by_reason": self.by_reason(),
-            "drift": None if self.drift is None else self.drift.to_json(),
-        }
+#: Where `EngineTarget` scans and plans: ``"process"`` (a child process,
+#: `replaybuf.jobs.scan_process`; the engine's learners keep its GIL) or ``"thread"`` (the
+#: calling thread, in the engine's process).
+SCAN_MODES = ("process", "thread")
 
 
 @dataclass
@@ -112,35 +69,11 @@ class RunResult:
             self.plan.at_lsn if self.plan else 0)
 
 
-def snapshot_needs(spec: JobSpec) -> dict[str, Any]:
-    """Which optional snapshot columns the job's policies and drift checks read."""
-
-    feats = tuple(f for f in spec.drift.features if f != "reward") if spec.drift else ()
-    lsn_windows = bool(spec.drift and (spec.drift.reference_lsn or spec.drift.recent_lsn))
-    return {"request_ids": any(p.needs_request_ids for p in spec.policies),
-            "payload": any(p.needs_payload for p in spec.policies), "features": feats,
-            "append_lsn": lsn_windows,
-            "priority_ms": any(p.needs_priority_ms for p in spec.policies)}
-
-
-def plan_job(spec: JobSpec, snap: Snapshot, *, job_id: str, now_ms: int) -> Plan:
-    """Decide the evictions (and drift) of a job on a snapshot. Pure; O(items log items)."""
-
-    taken = np.zeros(len(snap), bool)
-    evictions = []
-    for policy in spec.policies:
-        mask = policy.select(snap, now_ms) & ~taken
-        taken |= mask
-        evictions.append(Eviction(policy.kind, policy.reason, snap.ids[mask],
-                                  f"{policy.kind}: {policy.detail()}"))
-    drift = check_drift(snap, spec.drift) if spec.drift is not None else None
-    return Plan(job_id, snap.table, snap.lsn, now_ms, len(snap), evictions, drift)
-
-
 class Target(Protocol):
-    """Where a job reads its snapshot and writes its events."""
+    """Where a job reads its snapshot (and plans) and writes its events."""
 
     def get_job(self, job_id: str) -> events_pb2.JobCompleted | None: ...
+    def plan(self, spec: JobSpec, *, job_id: str, now_ms: int, progress: bool) -> Plan: ...
     def snapshot(self, table: str, *, request_ids: bool, payload: bool,
                  features: tuple[str, ...], append_lsn: bool, priority_ms: bool,
                  progress: bool) -> Snapshot: ...
@@ -150,12 +83,43 @@ class Target(Protocol):
                    retrain: events_pb2.RetrainRecommended | None) -> tuple[int, int]: ...
 
 
+def _plan_here(target: Target, spec: JobSpec, *, job_id: str, now_ms: int,
+               progress: bool) -> Plan:
+    snap = target.snapshot(spec.table, progress=progress, **snapshot_needs(spec))
+    plan = plan_job(spec, snap, job_id=job_id, now_ms=now_ms)
+    plan.scan = {"mode": "thread"}
+    return plan
+
+
 class EngineTarget:
     """An in-process `replaybuf.engine.Engine`: snapshot from its LMDB view (which always has
-    append LSNs and priority times)."""
+    append LSNs and priority times).
 
-    def __init__(self, engine: Any) -> None:
+    Args:
+        engine: the open engine.
+        scan: where `plan` scans the view and plans (`SCAN_MODES`). ``"process"`` (default):
+            a child process that reads the view read-only and sends back the plan
+            (`replaybuf.jobs.scan_process`), so that learners sampling from this engine keep
+            their latency while a job runs; costs about a second to start. ``"thread"``: in
+            the calling thread (no child; for a stopped data dir, or where no child process
+            can be started). Both give the same plan and log the same events.
+    """
+
+    def __init__(self, engine: Any, *, scan: str = "process") -> None:
+        if scan not in SCAN_MODES:
+            raise InvalidArgumentError(
+                f"scan is {scan!r}; use one of {', '.join(map(repr, SCAN_MODES))}")
         self.engine = engine
+        self.scan = scan
+
+    def plan(self, spec: JobSpec, *, job_id: str, now_ms: int, progress: bool = False) -> Plan:
+        """Snapshot the table and plan the job, where `scan` says."""
+
+        if self.scan == "thread":
+            return _plan_here(self, spec, job_id=job_id, now_ms=now_ms, progress=progress)
+        self.engine.describe_table(spec.table)  # TableNotFoundError before starting a child
+        return plan_in_process(self.engine.view.path, spec, job_id=job_id, now_ms=now_ms,
+                               progress=progress)
 
     def get_job(self, job_id: str) -> events_pb2.JobCompleted | None:
         return self.engine.get_job(job_id)  # type: ignore[no-any-return]
@@ -193,6 +157,11 @@ class ClientTarget:
 
     def get_job(self, job_id: str) -> events_pb2.JobCompleted | None:
         return self.client.get_job(job_id)  # type: ignore[no-any-return]
+
+    def plan(self, spec: JobSpec, *, job_id: str, now_ms: int, progress: bool = False) -> Plan:
+        """Snapshot the table through the server and plan the job in this process."""
+
+        return _plan_here(self, spec, job_id=job_id, now_ms=now_ms, progress=progress)
 
     def snapshot(self, table: str, *, request_ids: bool, payload: bool,
                  features: tuple[str, ...], append_lsn: bool = True,
@@ -246,8 +215,7 @@ def run_job(spec: JobSpec, target: Target, *, job_id: str | None = None, dry_run
         return RunResult("already-ran", job_id, job=old)
     if now_ms is None:
         now_ms = spec.now_ms if spec.now_ms is not None else int(time.time() * 1000)
-    snap = target.snapshot(spec.table, progress=progress, **snapshot_needs(spec))
-    plan = plan_job(spec, snap, job_id=job_id, now_ms=now_ms)
+    plan = target.plan(spec, job_id=job_id, now_ms=now_ms, progress=progress)
     retrain = bool(plan.drift and plan.drift.retrain)
     if dry_run:
         return RunResult("dry-run", job_id, plan=plan, evicted_by_reason=plan.by_reason(),
