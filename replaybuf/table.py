@@ -37,11 +37,13 @@ from typing import Protocol
 import numpy as np
 
 from replaybuf.applier import Applied
-from replaybuf.errors import DataLossError, FailedPreconditionError
+from replaybuf.errors import DataLossError, FailedPreconditionError, ViewDamagedError
 from replaybuf.rate_limiter import RateLimiter, RateLimiterState
 from replaybuf.seeding import Reseeder
 from replaybuf.selectors import PrioritizedSelector, Selector, make_selector
+from replaybuf.slot_map import SlotMap
 from replaybuf.table_config import SelectorConfig, TableConfig
+from replaybuf.table_snapshot import TableState
 from replaybuf.tensors import from_tensor
 
 __all__ = ["Table", "SlotAllocator", "Draw", "LINEAGE_NUMERIC"]
@@ -210,7 +212,7 @@ class Table:
         self._unit = config.sampler.kind != "prioritized"  # the sampler ignores priorities
         self._remover = _selector(config.remover, cap)
         self._ids = np.zeros(cap, np.uint64)  # 0 = empty slot
-        self._slot_of: dict[int, int] = {}
+        self._slot_of = SlotMap()
         self._prio = np.full(cap, -np.inf)
         self._times = np.zeros(cap, np.uint64)
         self._lineage = {name: np.zeros(cap, dt) for name, dt in LINEAGE_NUMERIC}
@@ -251,27 +253,71 @@ class Table:
              evictions: int) -> None:
         """Fill the table from the view's records (`replaybuf.view.View.load`), in id order.
 
-        Cost: O(n) numpy work plus one dict build and the selectors' bulk inserts.
+        Cost: O(n) numpy work plus the selectors' bulk inserts.
         """
 
+        columns = {s.name: rows[s.name] for s in self.config.signature}
+        if self.config.has_reward:  # the current (maybe corrected) reward lives in the meta
+            columns[self.config.reward_field] = metas["reward"]
+        state = TableState(ids=metas["item_id"], slots=metas["slot"].astype(np.int64),
+                           priorities=metas["priority"],
+                           lineage={name: metas[name] for name, _ in LINEAGE_NUMERIC},
+                           columns=columns)
+        try:
+            self.load_state(state, metas["times_sampled"], inserts=inserts, samples=samples,
+                            evictions=evictions)
+        except ValueError as exc:
+            raise ViewDamagedError(f"the view's items do not fit: {exc}") from exc
+
+    def load_state(self, state: TableState, times_sampled: np.ndarray, *, inserts: int,
+                   samples: int, evictions: int) -> None:
+        """Fill the empty table from its items in id order (`load`, or a snapshot file of
+        `replaybuf.table_snapshot`), their times sampled and the committed counters.
+
+        Raises:
+            ValueError: the state does not fit this table (sizes, fields, dtypes, slots).
+
+        Cost: O(n) numpy work plus the selectors' bulk inserts.
+        """
+
+        n = state.ids.size
+        slots = np.asarray(state.slots, np.int64)
+        cap = self.config.capacity
+        if any(a.shape[:1] != (n,) for a in (slots, state.priorities, times_sampled,
+                                             *state.lineage.values(), *state.columns.values())):
+            raise ValueError(f"table {self.name!r}: the state's arrays differ in length")
+        if set(state.columns) != set(self._columns) or set(state.lineage) != set(
+                self._lineage):
+            raise ValueError(f"table {self.name!r}: the state has other fields")
+        for name, col in state.columns.items():
+            mine = self._columns[name]
+            if col.shape[1:] != mine.shape[1:] or not np.can_cast(col.dtype, mine.dtype,
+                                                                  "same_kind"):
+                raise ValueError(f"table {self.name!r}: field {name!r} is {col.dtype}"
+                                 f"{col.shape[1:]}, not {mine.dtype}{mine.shape[1:]}")
+        if n and (slots.min() < 0 or slots.max() >= cap):
+            raise ValueError(f"table {self.name!r}: slots out of range")
+        occupied = np.zeros(cap, np.bool_)
+        occupied[slots] = True
+        if int(np.count_nonzero(occupied)) != n:
+            raise ValueError(f"table {self.name!r}: two items in one slot")
         with self._lock:
-            slots = metas["slot"].astype(np.int64)
-            ids = metas["item_id"]
+            if len(self._slot_of):
+                raise ValueError(f"table {self.name!r} is not empty")
+            ids = np.asarray(state.ids, np.uint64)
+            self._slot_of.load(ids, slots)
             self.allocator.load(slots)
             self._ids[slots] = ids
-            self._slot_of = dict(zip(ids.tolist(), slots.tolist()))
-            self._prio[slots] = metas["priority"]
-            self._times[slots] = metas["times_sampled"]
+            self._prio[slots] = state.priorities
+            self._times[slots] = times_sampled
             for name, _ in LINEAGE_NUMERIC:
-                self._lineage[name][slots] = metas[name]
-            for spec in self.config.signature:
-                self._columns[spec.name][slots] = rows[spec.name]
-            if self.config.has_reward:  # the current (maybe corrected) reward lives in the meta
-                self._columns[self.config.reward_field][slots] = metas["reward"]
+                self._lineage[name][slots] = state.lineage[name]
+            for name, col in state.columns.items():
+                self._columns[name][slots] = col
             k = self.config.max_times_sampled
             active = slots
             if k:
-                done = metas["times_sampled"] >= k
+                done = np.asarray(times_sampled) >= k
                 self._retired = set(ids[done].tolist())
                 active = slots[~done]
             prios = self._prio[active]
@@ -280,6 +326,17 @@ class Table:
             self._max_p = float(self._prio.max())
             self.limiter.restore(RateLimiterState(inserts, samples,
                                                   evictions + len(self._retired)))
+
+    def export_state(self) -> TableState:
+        """Copies of the present items' ids, slots, priorities, lineage and fields in id order
+        (what `load_state` takes). Cost: O(n) numpy gathers."""
+
+        with self._lock:
+            ids, slots = self._slot_of.items()
+            return TableState(
+                ids=ids, slots=slots, priorities=self._prio[slots],
+                lineage={name: a[slots] for name, a in self._lineage.items()},
+                columns={name: c[slots] for name, c in self._columns.items()})
 
     def _sampler_values(self, prios: np.ndarray) -> np.ndarray:
         return np.ones(prios.size) if self._unit else prios
@@ -337,7 +394,7 @@ class Table:
         """``(present_mask, slots)`` of item ids (slot -1 where absent). O(n)."""
 
         with self._lock:
-            slots = np.fromiter((self._slot_of.get(int(i), -1) for i in ids), np.int64)
+            slots = self._slot_of.lookup(ids)
         return slots >= 0, slots
 
     def retired_ids(self) -> np.ndarray:
@@ -424,7 +481,7 @@ class Table:
             for c in body.data.columns:
                 self._columns[c.name][slots] = from_tensor(c.tensor, name=c.name)
         self._ids[slots] = ids
-        self._slot_of.update(zip(ids.tolist(), slots.tolist()))
+        self._slot_of.add(ids, slots)
         self._prio[slots] = prios
         self._times[slots] = 0
         for name, dt in LINEAGE_NUMERIC:
@@ -445,9 +502,12 @@ class Table:
         if not a.ids.size:
             return
         ids, slots = a.ids, a.slots
-        keep = np.fromiter((i not in self._retired for i in ids.tolist()), np.bool_, ids.size)
-        for i in ids[~keep].tolist():
-            self._retired.discard(i)
+        keep = np.ones(ids.size, np.bool_)
+        if self._retired:
+            keep = np.fromiter((i not in self._retired for i in ids.tolist()), np.bool_,
+                               ids.size)
+            for i in ids[~keep].tolist():
+                self._retired.discard(i)
         active = slots[keep]
         if active.size:
             self._sampler.remove(active)
@@ -459,8 +519,7 @@ class Table:
         self._req[slots] = ""
         self._src[slots] = ""
         self._str_known[slots] = False
-        for i in ids.tolist():
-            del self._slot_of[i]
+        self._slot_of.remove(ids)
         if active.size:
             self.limiter.delete(int(active.size))
 
@@ -484,8 +543,8 @@ class Table:
     def _mirror_sampled(self, a: Applied) -> None:
         if a.count:
             self.limiter.sample(a.count)
-        ids, counts = np.unique(a.ids, return_counts=True)  # one dict lookup per item
-        slots = np.fromiter((self._slot_of.get(i, -1) for i in ids.tolist()), np.int64, ids.size)
+        ids, counts = np.unique(a.ids, return_counts=True)
+        slots = self._slot_of.lookup(ids)
         keep = slots >= 0
         slots, counts = slots[keep], counts[keep]
         if slots.size:
@@ -571,9 +630,9 @@ class Table:
         """Remember request ids and sources read from the view for items still present."""
 
         with self._lock:
-            for i, r, s in zip(ids.tolist(), request_ids, sources):
-                slot = self._slot_of.get(i)
-                if slot is not None:
+            slots = self._slot_of.lookup(ids)
+            for slot, r, s in zip(slots.tolist(), request_ids, sources):
+                if slot >= 0:
                     self._req[slot], self._src[slot] = r, s
                     self._str_known[slot] = True
 
