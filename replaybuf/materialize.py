@@ -48,7 +48,7 @@ from replaybuf.errors import (
     ViewDamagedError,
 )
 from replaybuf.events import decode_event
-from replaybuf.export import Chunk, ExportInfo, NUMERIC_LINEAGE, STRING_LINEAGE, Utf8Strings
+from replaybuf.export_chunk import Chunk, ExportInfo, NUMERIC_LINEAGE, STRING_LINEAGE, Utf8Strings
 from replaybuf.log import Log
 from replaybuf.materialize_decode import (
     _broadcast_strings, _column, _scan_decode, _small_array, _stream_decode, _strings,

@@ -8,7 +8,7 @@ use from the real descriptors:
 * the scan (`_scan_decode`): ``items_appended`` without its lineage;
 * the stream (`_stream_decode`): the lineage kept as raw bytes, its numeric columns parsed by a
   ``Lineage`` look-alike without the string fields, and the string fields cut out of the bytes
-  in bulk by `_wire_strings` (`replaybuf.export.Utf8Strings`, never a ``str`` per item).
+  in bulk by `_wire_strings` (`replaybuf.export_chunk.Utf8Strings`, never a ``str`` per item).
 
 Anything these fast paths do not handle falls back to `replaybuf.events.decode_event`, which
 raises the proper errors. The column helpers (`_column`, `_strings`, `_broadcast_strings`)
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from replaybuf.events import EVENT_VERSION, decode_event, message_classes
-from replaybuf.export import Utf8Strings
+from replaybuf.export_chunk import Utf8Strings
 from replaybuf.v1 import events_pb2
 from replaybuf.wire import read_varint
 

@@ -245,7 +245,8 @@ def test_string_columns_encode_like_the_per_string_definitions(strings) -> None:
     """The vectorized UTF-8, numpy and Arrow forms of a string column equal what encoding
     each string on its own gives (the definitions the hash and the files were written with)."""
 
-    from replaybuf.export import _fixed_unicode, empty_lineage, utf8_column
+    from replaybuf.export import empty_lineage, utf8_column
+    from replaybuf.export_npz import fixed_unicode
 
     lengths, utf8 = utf8_column(strings)
     assert lengths.dtype == np.dtype("<u4")
@@ -256,18 +257,18 @@ def test_string_columns_encode_like_the_per_string_definitions(strings) -> None:
     lineage["request_id"] = list(strings)
     c = Chunk(np.arange(1, n + 1, dtype=np.uint64), {}, np.zeros(n), np.zeros(n, np.uint64),
               lineage)
-    got, want = _fixed_unicode(c, "request_id"), np.asarray(list(strings), dtype=str)
+    got, want = fixed_unicode(c, "request_id"), np.asarray(list(strings), dtype=str)
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
     if n:
         pa = pytest.importorskip("pyarrow")
-        from replaybuf.export import _arrow_strings
+        from replaybuf.export_parquet import arrow_strings
 
-        assert _arrow_strings(pa, c, "request_id").equals(pa.array(list(strings), pa.string()))
+        assert arrow_strings(pa, c, "request_id").equals(pa.array(list(strings), pa.string()))
 
 
 def test_minari_pieces_split_at_new_episodes_and_at_missing_steps() -> None:
     pytest.importorskip("minari")
-    from replaybuf.export import _minari_episodes
+    from replaybuf.export_minari import _minari_episodes
 
     # ids in append order; episodes interleave; episode 5 lost its step 2 (evicted)
     ids = np.arange(1, 9, dtype=np.uint64)
