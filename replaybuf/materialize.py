@@ -51,7 +51,7 @@ from replaybuf.events import decode_event
 from replaybuf.export_chunk import Chunk, ExportInfo, NUMERIC_LINEAGE, STRING_LINEAGE, Utf8Strings
 from replaybuf.log import Log
 from replaybuf.materialize_decode import (
-    _broadcast_strings, _column, _scan_decode, _small_array, _stream_decode, _strings,
+    _broadcast_strings, _column, _scan_decode, _stream_decode, _strings,
     _table_of,
 )
 from replaybuf.results import Sample, sample_from_draw
@@ -69,7 +69,7 @@ DEFAULT_CHUNK_ITEMS = 4096
 EXPORT_CHUNK_ITEMS = 65536
 _BATCH_EVENTS = 2048
 _BATCH_BYTES = 64 << 20
-_CHANGES_MAX = 1 << 20  # buffered updates and draws before they are applied (memory bound)
+_CHANGES_MAX = 1 << 18  # buffered ids of updates and draws before they are applied (memory)
 _U64 = np.dtype(np.uint64)
 _F64 = np.dtype(np.float64)
 
@@ -147,41 +147,47 @@ class _Changes:
     """Priority updates, reward corrections and draws since the last append or eviction,
     applied to `_LiveItems` as one vectorized step: the present items cannot change in
     between, so applying the concatenation (the last of repeated ids wins, draws add up)
-    equals applying the events one by one, at a fraction of the per-event cost."""
+    equals applying the events one by one, at a fraction of the per-event cost. Events are
+    gathered into Python lists (one ``list.extend`` per repeated field; most are a few ids)
+    and become arrays only in `apply`. Draws of ids not yet appended need no filter: `apply`
+    runs before every append, and such ids are not present yet."""
 
     def __init__(self) -> None:
-        self.priorities: list[tuple[np.ndarray, np.ndarray]] = []
-        self.rewards: list[tuple[np.ndarray, np.ndarray]] = []
-        self.draws: list[tuple[np.ndarray, np.ndarray]] = []
-        self.size = 0
+        self.prio_ids: list[int] = []
+        self.prio_values: list[float] = []
+        self.reward_ids: list[int] = []
+        self.reward_values: list[float] = []
+        self.draw_ids: list[int] = []
 
-    def add(self, into: list[tuple[np.ndarray, np.ndarray]], ids: Any,
-            values: Any = None) -> None:
-        arr = _small_array(ids, _U64)
-        if not arr.size:
-            return
-        vals = _small_array(values if values is not None else (), _F64)
-        if values is not None and vals.size < arr.size:
-            raise DataLossError(
-                f"an event names {arr.size} items but carries {vals.size} values")
-        into.append((arr, vals[: arr.size] if values is not None else vals))
-        self.size += arr.size
+    @property
+    def size(self) -> int:
+        return len(self.prio_ids) + len(self.reward_ids) + len(self.draw_ids)
+
+    @staticmethod
+    def add(ids_out: list[int], values_out: list[float], ids: Any, values: Any) -> None:
+        n = len(ids)
+        if len(values) < n:
+            raise DataLossError(f"an event names {n} items but carries {len(values)} values")
+        ids_out.extend(ids)
+        values_out.extend(values if len(values) == n else values[:n])
 
     def apply(self, live: _LiveItems) -> None:
-        for parts, target in ((self.priorities, live.priority), (self.rewards, live.reward)):
-            if parts:
-                ids = np.concatenate([p[0] for p in parts])
-                values = np.concatenate([p[1] for p in parts])
+        for ids_list, values_list, target in (
+                (self.prio_ids, self.prio_values, live.priority),
+                (self.reward_ids, self.reward_values, live.reward)):
+            if ids_list:
+                ids = np.array(ids_list, _U64)
+                values = np.array(values_list, _F64)
                 uniq, src = _last_wins(ids)
                 pos, hit = live.find(uniq)
                 target[pos[hit]] = values[src[hit]]
-        if self.draws:
-            uniq, counts = np.unique(np.concatenate([p[0] for p in self.draws]),
-                                     return_counts=True)
+        if self.draw_ids:
+            uniq, counts = np.unique(np.array(self.draw_ids, _U64), return_counts=True)
             pos, hit = live.find(uniq)
             live.times[pos[hit]] += counts[hit].astype(_U64)
-        self.priorities, self.rewards, self.draws = [], [], []
-        self.size = 0
+        for lst in (self.prio_ids, self.prio_values, self.reward_ids, self.reward_values,
+                    self.draw_ids):
+            lst.clear()
 
 
 def _last_wins(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,11 +266,18 @@ class Materialized:
         changes = _Changes()
         next_id = 1
         last = 0
+        add = changes.add
         for rec in self._log.read(1, self.as_of_lsn):
             last = rec.lsn
-            ev = _scan_decode(rec.payload, rec.lsn)
+            ev = _scan_decode(rec.payload, last)
             kind = ev.WhichOneof("body")
             body = getattr(ev, kind)  # decode_event refuses events without a body
+            if kind == "priorities_updated":  # the most frequent kind first
+                if body.table == name and self._config is not None:
+                    add(changes.prio_ids, changes.prio_values, body.item_ids, body.priorities)
+                    if len(changes.prio_ids) >= _CHANGES_MAX:
+                        changes.apply(live)
+                continue
             if kind == "table_created":
                 if self._config is None and body.config.name == name:
                     self._config = TableConfig.from_proto(body.config)
@@ -273,18 +286,15 @@ class Materialized:
                 continue
             if kind == "items_appended":
                 changes.apply(live)
-                next_id = self._append(rec.lsn, body, next_id)
-            elif kind == "priorities_updated":
-                changes.add(changes.priorities, body.item_ids, body.priorities)
+                next_id = self._append(last, body, next_id)
             elif kind == "rewards_corrected":
-                changes.add(changes.rewards, body.item_ids, body.rewards)
+                add(changes.reward_ids, changes.reward_values, body.item_ids, body.rewards)
             elif kind == "items_evicted":
                 changes.apply(live)
                 pos, hit = live.find(np.unique(np.asarray(body.item_ids, _U64)))
                 live.evict(pos[hit])
             elif kind == "items_sampled":
-                ids = np.asarray(body.item_ids, _U64)
-                changes.add(changes.draws, ids[ids < next_id])  # not yet appended: skipped
+                changes.draw_ids.extend(body.item_ids)
             if changes.size >= _CHANGES_MAX:
                 changes.apply(live)
             # review, drift and job events change no item state

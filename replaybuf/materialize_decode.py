@@ -83,14 +83,6 @@ def _scan_decode(payload: bytes, lsn: int) -> Any:
     return ev
 
 
-def _small_array(values: Any, dtype: np.dtype) -> np.ndarray:
-    """A repeated protobuf field as an array: `numpy.fromiter` is cheaper for the few values
-    of a typical update or draw, `numpy.asarray` for a big batch."""
-
-    n = len(values)
-    return np.fromiter(values, dtype, n) if n < 256 else np.asarray(values, dtype)
-
-
 def _stream_decode(payload: bytes, lsn: int) -> tuple[Any, Any, dict[str, Utf8Strings] | None]:
     """An append event for the stream: ``(body, numeric lineage, string columns)``; the
     string columns are None when the lineage was parsed the ordinary way (then the numeric
