@@ -5,6 +5,7 @@ the log's ``DIR/log/LOCK`` (an exclusive flock) makes a second opener fail, and 
 then says so. Export through a running server with ``ReplayClient.export`` instead.
 
     replaybuf export --data-dir DIR --table T --as-of 1234|latest --format npz --out t.npz
+    replaybuf export --data-dir DIR --table T --format parquet --compression zstd --out t.parquet
     replaybuf import --data-dir DIR --table T --from t.npz [--create]
 """
 
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 
 from replaybuf.errors import FailedPreconditionError
+from replaybuf.export_parquet import PARQUET_CODECS, PARQUET_DEFAULT_CODEC
 
 __all__ = ["register_export_commands"]
 
@@ -48,10 +50,14 @@ def _open(data_dir: str, command: str, *, must_exist: bool = True):  # type: ign
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    with _open(args.data_dir, "the export") as engine:
-        manifest = engine.export(args.table, args.out, as_of_lsn=args.as_of,
-                                 format=args.format, fields=args.fields,
-                                 progress=not args.quiet)
+    from replaybuf.export import write_export
+
+    with _open(args.data_dir, "the export") as engine, engine.as_of(args.table,
+                                                                     args.as_of) as m:
+        # Engine.export's steps, plus the Parquet codec
+        manifest = write_export(m.chunks(fields=args.fields), args.out, args.format,
+                                info=m.info(args.fields), total=m.count,
+                                progress=not args.quiet, compression=args.compression)
     print(f"exported {manifest['item_count']} items of table {args.table!r} as of LSN "
           f"{manifest['as_of_lsn']} to {args.out} ({args.format}); sha256 "
           f"{manifest['content_sha256']}")
@@ -82,6 +88,9 @@ def register_export_commands(commands: argparse._SubParsersAction) -> None:
     exp.add_argument("--out", required=True, metavar="PATH",
                      help="output file (for minari: the dataset id, e.g. ns/name-v0)")
     exp.add_argument("--fields", nargs="+", default=None, help="fields to export (default all)")
+    exp.add_argument("--compression", choices=sorted(PARQUET_CODECS), default=None,
+                     help=f"Parquet codec (default {PARQUET_DEFAULT_CODEC}: fastest, read "
+                     "everywhere; zstd: smaller files, about 1 CPU s more per million rows)")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
     exp.set_defaults(func=_cmd_export)
 

@@ -39,13 +39,16 @@ _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01
 _DOS_TIME = 0
 _ZIP64_VERSION = 45
 _MADE_BY = (3 << 8) | _ZIP64_VERSION  # unix
-_MODE = 0o644 << 16
+_MODE = 0o100644 << 16  # a regular file, rw-r--r--
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 _EOCD = struct.Struct("<IHHHHIIH")
 _EOCD64 = struct.Struct("<IQHHIIQQQQ")
 _LOCATOR64 = struct.Struct("<IIQI")
-_MAX32 = 0xFFFFFFFF
+_MAX32 = 0xFFFFFFFF  # the marker of a value held in the ZIP64 records
+#: Sizes and offsets from this one up go to ZIP64 records (a module constant so that tests
+#: can lower it and read back a file in which every value is a ZIP64 one).
+ZIP64_LIMIT = _MAX32
 _COPY_BLOCK = 1 << 24
 
 
@@ -262,21 +265,27 @@ class _ZipWriter:
     def close(self) -> None:
         start = self.f.tell()
         for raw, crc, size, offset in self.entries:
-            big = [v for v in (size, size, offset) if v >= _MAX32]
+            big = [v for v in (size, size, offset) if v >= ZIP64_LIMIT]
             extra = struct.pack(f"<HH{len(big)}Q", 1, 8 * len(big), *big) if big else b""
             self.f.write(_CENTRAL.pack(
                 0x02014B50, _MADE_BY, _ZIP64_VERSION, _flags(raw), 0, _DOS_TIME, _DOS_DATE,
-                crc, min(size, _MAX32), min(size, _MAX32), len(raw), len(extra), 0, 0, 0,
-                _MODE, min(offset, _MAX32)))
+                crc, _small(size), _small(size), len(raw), len(extra), 0, 0, 0, _MODE,
+                _small(offset)))
             self.f.write(raw + extra)
         end = self.f.tell()
         count, cd_size = len(self.entries), end - start
-        if count >= 0xFFFF or start >= _MAX32 or cd_size >= _MAX32:
+        if count >= 0xFFFF or start >= ZIP64_LIMIT or cd_size >= ZIP64_LIMIT:
             self.f.write(_EOCD64.pack(0x06064B50, _EOCD64.size - 12, _MADE_BY, _ZIP64_VERSION,
                                       0, 0, count, count, cd_size, start))
             self.f.write(_LOCATOR64.pack(0x07064B50, 0, end, 1))
         self.f.write(_EOCD.pack(0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
-                                min(cd_size, _MAX32), min(start, _MAX32), 0))
+                                _small(cd_size), _small(start), 0))
+
+
+def _small(value: int) -> int:
+    """A size or offset as the 32-bit field holds it (the marker if ZIP64 holds it)."""
+
+    return value if value < ZIP64_LIMIT else _MAX32
 
 
 def _flags(raw_name: bytes) -> int:

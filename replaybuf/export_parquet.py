@@ -9,8 +9,8 @@ Deterministic bytes: row groups of exactly `PARQUET_ROW_GROUP` items (the last o
 each one contiguous Arrow chunk whatever the chunking of the input, no dictionaries, fixed
 writer settings, and the codec the caller names. Codecs (`PARQUET_CODECS`), measured on the
 1M-item W2 benchmark (``bench/RESULTS.md``): ``snappy``, the default, is the fastest to write
-and read by every Parquet reader (DuckDB, pandas, Spark); ``lz4`` (LZ4_RAW) is about as fast
-and as big but needs newer readers; ``zstd`` (level 3) makes files about 15% smaller for
+and read by every Parquet reader (DuckDB, pandas, Spark); ``lz4`` is about as fast and as big
+but older readers may lack the codec; ``zstd`` (level 3) makes files about 15% smaller for
 random floats and costs about 0.7-1 CPU s more per million W2 rows; ``none`` is the biggest.
 Declaring list elements non-null halves pyarrow's cost of encoding the tensor columns (their
 definition levels are then constant).

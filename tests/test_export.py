@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from replaybuf.cli import main
 from replaybuf.engine import Engine, EngineConfig
@@ -281,3 +284,93 @@ def test_minari_pieces_split_at_new_episodes_and_at_missing_steps() -> None:
            for b in _minari_episodes(col, ids, ep, step)]
     assert got == [([1, 3], False, True), ([5, 6], True, False), ([2, 4, 7], True, False),
                    ([8], False, True)]
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300), st.integers(0, 2**32 - 1))
+@settings(max_examples=200, deadline=None)
+def test_crc32_combine_equals_the_crc_of_the_concatenation(a, b, seed) -> None:
+    from replaybuf.export_npz import crc32_combine
+
+    start = seed  # zlib.crc32's running value may start anywhere
+    assert crc32_combine(zlib.crc32(a, start), zlib.crc32(b), len(b)) == zlib.crc32(a + b, start)
+
+
+def test_npz_with_every_size_in_zip64_records_reads_back_the_same(filled, tmp_path,
+                                                                  monkeypatch) -> None:
+    import zipfile
+
+    from replaybuf import export_npz
+
+    d, mid, _ = filled
+    with Engine(d, EngineConfig.for_tests()) as engine:
+        engine.export("t", tmp_path / "plain.npz", as_of_lsn=mid)
+        monkeypatch.setattr(export_npz, "ZIP64_LIMIT", 1)  # what a file past 4 GiB needs
+        engine.export("t", tmp_path / "z64.npz", as_of_lsn=mid)
+    with zipfile.ZipFile(tmp_path / "z64.npz") as zf:
+        assert zf.testzip() is None  # every member's CRC-32 checks
+        infos = zf.infolist()
+    assert infos[0].filename == "meta.item_id.npy" and len(infos) == 9 + len(SIG)
+    with np.load(tmp_path / "plain.npz") as plain, np.load(tmp_path / "z64.npz") as z64:
+        assert plain.files == z64.files
+        for name in plain.files:
+            assert plain[name].dtype == z64[name].dtype, name
+            np.testing.assert_array_equal(plain[name], z64[name])
+
+
+def test_a_failed_export_leaves_no_file_behind(filled, tmp_path) -> None:
+    from replaybuf.errors import FailedPreconditionError
+    from replaybuf.export import write_export
+
+    d, mid, _ = filled
+    out = tmp_path / "out"
+    with Engine(d, EngineConfig.for_tests()) as engine, engine.as_of("t", mid) as m:
+        chunks = list(m.chunks(5))
+        info = m.info()
+    for fmt in FORMATS:
+        with pytest.raises(FailedPreconditionError, match="ascending"):
+            write_export(chunks[::-1], out / f"x.{fmt}", fmt, info=info)
+
+        def broken():
+            yield chunks[0]
+            raise OSError("the source went away")
+
+        with pytest.raises(OSError, match="went away"):
+            write_export(broken(), out / f"x.{fmt}", fmt, info=info)
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_parquet_codecs_change_the_bytes_not_the_content(filled, tmp_path, capsys) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    d, mid, _ = filled
+    paths = {}
+    for codec in ("snappy", "zstd", "lz4", "none"):
+        paths[codec] = tmp_path / f"{codec}.parquet"
+        assert main(["export", "--data-dir", str(d), "--table", "t", "--as-of", str(mid),
+                     "--format", "parquet", "--compression", codec, "--out",
+                     str(paths[codec]), "--quiet"]) == 0
+    assert main(["export", "--data-dir", str(d), "--table", "t", "--as-of", str(mid),
+                 "--format", "parquet", "--out", str(tmp_path / "default.parquet"),
+                 "--quiet"]) == 0
+    assert _sha(tmp_path / "default.parquet") == _sha(paths["snappy"])
+    hashes = {json.loads(Path(f"{p}.manifest.json").read_text())["content_sha256"]
+              for p in paths.values()}
+    assert len(hashes) == 1 and len({_sha(p) for p in paths.values()}) == 4
+    want = pq.read_table(paths["snappy"])
+    for codec, p in paths.items():
+        f = pq.ParquetFile(p)
+        assert f.metadata.row_group(0).column(0).compression == {
+            "snappy": "SNAPPY", "zstd": "ZSTD", "lz4": "LZ4", "none": "UNCOMPRESSED"}[codec]
+        assert f.read().equals(want)
+    obs = want.schema.field("obs").type
+    assert obs.list_size == 3 and not obs.value_field.nullable  # fixed-size list, no nulls
+    assert want.schema.field("pix").type.value_type.list_size == 2
+    assert main(["export", "--data-dir", str(d), "--table", "t", "--compression", "zstd",
+                 "--out", str(tmp_path / "x.npz"), "--quiet"]) == 1
+    assert "compression" in capsys.readouterr().err
+    with Engine(d, EngineConfig.for_tests()) as engine, engine.as_of("t", mid) as m:
+        from replaybuf.export import write_export
+
+        with pytest.raises(InvalidArgumentError, match="compression is 'brotli'"):
+            write_export(m.chunks(), tmp_path / "y.parquet", "parquet", info=m.info(),
+                         compression="brotli")
+    assert not (tmp_path / "y.parquet").exists() and not (tmp_path / "x.npz").exists()
