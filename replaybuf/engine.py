@@ -11,9 +11,13 @@ Data directory: ``DIR/log/`` (`replaybuf.file_log.FileLog`) and ``DIR/view/`` (L
 
 Threads and locks:
 
-* One *writer lock* serializes every change: validate -> assign ids -> build events ->
-  `Log.append` (which waits for the fsync under ``group``/``always``) -> view transaction ->
-  RAM mirror. Concurrent appends therefore do not share an fsync; batch items per append.
+* One *writer lock* orders every change: validate -> assign ids, pick victims -> build events
+  -> queue the frame in the log (`Log.begin_append` fixes its LSNs). An append then releases
+  the lock and waits for its fsync outside it, so concurrent appends share one group commit;
+  frames are applied to the view in LSN order, several per view transaction when they became
+  durable together, then mirrored in RAM (`replaybuf.write_pipeline`). Every other change waits
+  under the lock until no append is in flight, so it sees the state a fully serialized engine
+  would show.
 * Each table has a lock held only for RAM work: a sample's draw and gather, or mirroring one
   event. Sampling never waits for a log append or fsync, only for one mirror step.
 * Rate-limiter waits happen before any lock is taken.
@@ -56,7 +60,7 @@ from replaybuf.file_log import FileLog
 from replaybuf.lineage import Lineage
 from replaybuf.materialize import Materialized, replay_sample
 from replaybuf.locks import FairLock
-from replaybuf.log import AppendResult, Log
+from replaybuf.log import AppendResult, Log, PendingAppend
 from replaybuf.recorder import RecordedDraw, SampleRecorder
 from replaybuf.results import (
     AppendAck,
@@ -71,6 +75,7 @@ from replaybuf.table_config import TableConfig
 from replaybuf.tensors import check_batch, from_batch, to_batch
 from replaybuf.v1 import events_pb2, tensor_pb2
 from replaybuf.view import Applied, View, ViewDamagedError
+from replaybuf.write_pipeline import InFlight, WritePipeline
 from replaybuf import audit
 from replaybuf.rolling_metrics import RollingMetrics
 
@@ -147,6 +152,8 @@ class Engine:
         """Why the view was rebuilt on open (None when it was caught up)."""
         self._rolling = RollingMetrics()
         self._metric_sources: list[Callable[[str], Mapping[str, float]]] = []
+        self._pipeline = WritePipeline(self._write_view, self._mirror, self._fail)
+        self._next_id = 0  # past the ids of appends in flight (writer lock)
         try:
             self._view = self._open_view()
             self._evict_retired()
@@ -237,7 +244,16 @@ class Engine:
 
     def _apply(self, records: list[tuple[int, events_pb2.Event]], *, live: bool,
                columns: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> list[Applied]:
-        applied = self._view.write(records, self._slots_for, columns=columns)
+        applied = self._write_view(records, columns)
+        self._mirror(records, applied, live=live)
+        return applied
+
+    def _write_view(self, records: list[tuple[int, events_pb2.Event]],
+                    columns: Mapping[int, Mapping[str, np.ndarray]] | None) -> list[Applied]:
+        return self._view.write(records, self._slots_for, columns=columns)
+
+    def _mirror(self, records: list[tuple[int, events_pb2.Event]], applied: list[Applied], *,
+                live: bool = True) -> None:
         for a in applied:
             if a.kind == "table_created" and a.table >= 0:
                 rec = next(r for r in self._view.tables() if r.index == a.table)
@@ -249,7 +265,6 @@ class Engine:
                 self._by_index[a.table].mirror(a, live=live)
         self._clock.lsn = records[-1][0]
         self._rolling.observe(applied, self._reward_field)
-        return applied
 
     def _reward_field(self, name: str) -> str | None:
         t = self._tables.get(name)
@@ -257,23 +272,31 @@ class Engine:
 
     def _commit(self, events: list[events_pb2.Event], *, producer_id: bytes | None = None,
                 producer_seq: int | None = None,
-                columns: Mapping[str, np.ndarray] | None = None,
                 ) -> tuple[AppendResult, list[Applied]]:
-        """Log `events` as one frame, then apply them. `columns`: the validated arrays of the
-        last event (an ItemsAppended), so the view does not decode its tensors again."""
+        """Log `events` as one frame, then apply them (writer lock held, pipeline settled)."""
 
-        ack = self._log.append([encode_event(e) for e in events], producer_id=producer_id,
-                               producer_seq=producer_seq)
-        if ack.duplicate:
-            return ack, []
-        try:
-            records = list(zip(range(ack.first_lsn, ack.last_lsn + 1), events))
-            decoded = {ack.last_lsn: columns} if columns is not None else None
-            return ack, self._apply(records, live=True, columns=decoded)
-        except BaseException as exc:
-            # The log holds events that the view or RAM may lack: stop; reopening recovers.
-            self._fail(exc)
-            raise
+        pending, entry = self._begin(events, producer_id=producer_id, producer_seq=producer_seq)
+        if entry is None:
+            return pending.wait(), []
+        return self._pipeline.finish(entry)
+
+    def _begin(self, events: list[events_pb2.Event], *, producer_id: bytes | None = None,
+               producer_seq: int | None = None,
+               columns: Mapping[str, np.ndarray] | None = None, table: int = -1,
+               added: int = 0, victims: np.ndarray | None = None,
+               ) -> tuple[PendingAppend, InFlight | None]:
+        """Queue `events` as one log frame and in the write pipeline (writer lock held);
+        `WritePipeline.finish` then waits for the fsync and applies it. `columns`: the
+        validated arrays of the last event (an ItemsAppended), so the view does not decode its
+        tensors again. No entry for a producer's retry (nothing new was logged)."""
+
+        pending = self._log.begin_append([encode_event(e) for e in events],
+                                         producer_id=producer_id, producer_seq=producer_seq)
+        if pending.duplicate:
+            return pending, None
+        decoded = {pending.last_lsn: columns} if columns is not None else None
+        return pending, self._pipeline.begin(InFlight(pending, events, decoded, table=table,
+                                                      added=added, victims=victims))
 
     def _check_open(self) -> None:
         if self._failure is not None:
@@ -284,6 +307,13 @@ class Engine:
             ) from self._failure
         if self._closed:
             raise ClosedError(f"engine {self.path} is closed; open a new Engine")
+
+    def _check_settled(self) -> None:
+        """`_check_open`, then wait until no append is in flight (writer lock held): a change
+        other than an append sees, and is applied after, every frame logged before it."""
+
+        self._check_open()
+        self._pipeline.settle()
 
     def _table(self, name: object) -> Table:
         t = self._tables.get(name) if isinstance(name, str) else None
@@ -310,7 +340,7 @@ class Engine:
         if not isinstance(config, TableConfig):
             raise InvalidArgumentError(f"config is {config!r}; pass a TableConfig")
         with self._write_lock:
-            self._check_open()
+            self._check_settled()
             old = self._tables.get(config.name)
             if old is not None:
                 if exist_ok and old.config == config:
@@ -422,39 +452,69 @@ class Engine:
                     # A retry is answered from the log before anything is built: the table
                     # may have filled since, so its events would come out differently now.
                     dup = self._log.find_duplicate(producer_id, producer_seq)  # type: ignore[arg-type]
+                    if dup is not None and dup.last_lsn > self._view.applied_lsn:
+                        self._pipeline.settle()  # the original is still in flight
                     if dup is not None:
                         reservation.release()
                         return AppendAck(table, self._ids_of_frame(dup), dup.first_lsn,
                                          dup.last_lsn, dup.durable, True, np.empty(0, np.uint64))
                 if prios is None:
                     prios = np.full(n, t.default_priority())
-                first_id = self._view.next_item_id
-                ids = np.arange(first_id, first_id + n, dtype=np.uint64)
+                victims = self._make_room(t, n)
                 events = []
-                victims = np.empty(0, np.uint64)
-                need = n - (t.config.capacity - t.occupied)
-                if need > 0 and t.size < need:
-                    # retired items still hold their slots: log their evictions first
-                    self._recorder.flush_locked()
-                    need = n - (t.config.capacity - t.occupied)
-                if need > 0:
-                    victims = t.pick_victims(need)
-                if need > 0:
+                if victims.size:
                     events.append(make_event(items_evicted=events_pb2.ItemsEvicted(
                         table=table, item_ids=victims.tolist(),
                         reason=events_pb2.EVICTION_REASON_CAPACITY,
                         detail=f"table full (capacity {t.config.capacity}); remover "
                                f"{t.config.remover.kind}")))
+                first_id = self._next_id = max(self._next_id, self._view.next_item_id)
+                self._next_id += n
+                ids = np.arange(first_id, first_id + n, dtype=np.uint64)
                 appended.item_ids.extend(ids.tolist())
                 appended.priorities.extend(prios.tolist())
                 events.append(append_ev)
-                ack, _ = self._commit(events, producer_id=producer_id,
-                                      producer_seq=producer_seq, columns=cols)
-                if ack.duplicate:
-                    reservation.release()
-                    ids, victims = self._ids_of_frame(ack), np.empty(0, np.uint64)
+                pending, entry = self._begin(
+                    events, producer_id=producer_id, producer_seq=producer_seq, columns=cols,
+                    table=t.index, added=n, victims=victims)
+            # Outside the writer lock: the fsync (shared with appends queued meanwhile) and
+            # the view write, in LSN order (`replaybuf.write_pipeline`).
+            if entry is None:
+                ack = pending.wait()
+            else:
+                ack, _ = self._pipeline.finish(entry)
+            if ack.duplicate:
+                reservation.release()
+                ids, victims = self._ids_of_frame(ack), np.empty(0, np.uint64)
         return AppendAck(table, ids, ack.first_lsn, ack.last_lsn, ack.durable, ack.duplicate,
                          victims)
+
+    def _make_room(self, t: Table, n: int) -> np.ndarray:
+        """Ids to evict so that n more items fit in `t`, counting the appends in flight
+        (writer lock held). FIFO, the default remover, picks past the victims in flight
+        without waiting: the oldest items stay the oldest whatever is in flight. Any other
+        remover, or too few items applied, first waits until nothing is in flight, so the
+        choice is the one a fully serialized engine makes."""
+
+        cap = t.config.capacity
+        with self._pipeline.state:
+            added, reserved = self._pipeline.in_flight(t.index)
+            need = n - (cap - (t.occupied + added - reserved.size))
+            if need <= 0:
+                return np.empty(0, np.uint64)
+            if t.config.remover.kind == "fifo" and (added or reserved.size) \
+                    and t.size >= need + reserved.size:
+                picked = t.pick_victims(need + reserved.size)
+                picked = picked[~np.isin(picked, reserved)][:need]
+                if picked.size == need:
+                    return picked
+        self._pipeline.settle()
+        need = n - (cap - t.occupied)
+        if need > 0 and t.size < need:
+            # retired items still hold their slots: log their evictions first
+            self._recorder.flush_locked()
+            need = n - (cap - t.occupied)
+        return t.pick_victims(need) if need > 0 else np.empty(0, np.uint64)
 
     def _ids_of_frame(self, ack: AppendResult) -> np.ndarray:
         for rec in self._log.read(ack.first_lsn, ack.last_lsn):
@@ -528,6 +588,7 @@ class Engine:
                                 lsn=draw.lsn)
 
     def _record(self, draws: list[RecordedDraw]) -> None:
+        self._pipeline.settle()  # writer lock held (the recorder's flush)
         now_ms = time.time_ns() // 1_000_000
         events = []
         for d in draws:  # built in place: the hot path of the recorder thread
@@ -581,7 +642,7 @@ class Engine:
         ids = _ids(item_ids)
         prios = _priorities(priorities, ids.size, "priorities")
         with self._write_lock:
-            self._check_open()
+            self._check_settled()
             mask = t.present(ids)
             if not mask.any():
                 return UpdateResult(0, np.unique(ids[~mask]))
@@ -627,7 +688,7 @@ class Engine:
                 f"fidelity_weight is {fidelity_weight!r}; it must be a number in [0, 1]"
             )
         with self._write_lock:
-            self._check_open()
+            self._check_settled()
             mask, slots = t.slots_of(ids)
             if not mask.any():
                 return UpdateResult(0, np.unique(ids[~mask]))
@@ -653,7 +714,7 @@ class Engine:
         ids = np.unique(_ids(item_ids))
         code = _enum(events_pb2.EvictionReason, reason, "EVICTION_REASON_", "reason")
         with self._write_lock:
-            self._check_open()
+            self._check_settled()
             mask = t.present(ids)
             if not mask.any():
                 return EvictResult(0, 0, ids[~mask])
@@ -692,7 +753,7 @@ class Engine:
             r.job_id, r.table = job.job_id, job.table
             events.append(make_event(retrain_recommended=r))
         with self._write_lock:
-            self._check_open()
+            self._check_settled()
             old = self._view.get_job(job.job_id)
             if old is not None:
                 raise AlreadyExistsError(
@@ -742,7 +803,7 @@ class Engine:
         t = self._table(table)
         ids = _ids(item_ids)
         with self._write_lock:
-            self._check_open()
+            self._check_settled()
             mask = t.present(ids)
             if not mask.any():
                 return UpdateResult(0, np.unique(ids[~mask]))
@@ -780,7 +841,7 @@ class Engine:
                 f"table {table!r} has no reward field {t.config.reward_field!r}; relabel needs "
                 f"one (TableConfig.reward_field)")
         with self._write_lock:
-            self._check_open()
+            self._check_settled()
             if not audit.is_pending(self._view, t.index, int(item_id)):
                 raise FailedPreconditionError(
                     f"item {item_id} of table {table!r} is not pending review; flag it first "
@@ -901,6 +962,10 @@ class Engine:
             self._recorder.stop(flush=self._failure is None)
         finally:
             with self._write_lock:
+                try:
+                    self._pipeline.settle()
+                except FailedPreconditionError:
+                    pass  # what failed stays in the log only; reopening applies it
                 self._view.close()
                 if self._own_log:
                     self._log.close()

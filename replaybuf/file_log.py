@@ -33,7 +33,7 @@ from replaybuf.errors import (
 from replaybuf.file_log_config import FileLogConfig, is_int, is_seconds
 from replaybuf.frame import NO_PRODUCER, Frame, encode_frame
 from replaybuf.group_commit import GroupCommit, QueuedFrame
-from replaybuf.log import AppendResult, Log, LogRecord, make_ack
+from replaybuf.log import AppendResult, Log, LogRecord, PendingAppend, make_ack
 from replaybuf.log_reader import read_records
 from replaybuf.producer_dedup import ProducerDedup, check_producer
 from replaybuf.recovery import analyze_log, corruption_message
@@ -63,6 +63,21 @@ def _as_buffer(p: object, i: int) -> tuple[bytes | memoryview, int]:
     if mv.format != "B" or mv.ndim != 1:
         mv = mv.cast("B")
     return mv, mv.nbytes
+
+
+class _FilePending(PendingAppend):
+    """A `FileLog` append between `FileLog.begin_append` and its ack."""
+
+    __slots__ = ("_log", "_waiter", "_lead")
+
+    def __init__(self, log: FileLog, first: int, last: int, duplicate: bool,
+                 waiter: threading.Lock | None, lead: bool) -> None:
+        super().__init__(first, last, duplicate)
+        self._log, self._waiter, self._lead = log, waiter, lead
+
+    def _finish(self) -> AppendResult:
+        return self._log._end_append(self.first_lsn, self.last_lsn, self.duplicate,
+                                     self._waiter, self._lead)
 
 
 class FileLog(Log):
@@ -306,7 +321,7 @@ class FileLog(Log):
         Under ``"group"`` the frame is queued there and written by the group's committer with
         one ``writev`` for the whole group, then one fdatasync; under the other policies it is
         written under the lock (``writev`` for large frames: no copy of large payloads), plus
-        the policy's fdatasync. Thread-safe.
+        the policy's fdatasync. Thread-safe. ``append(...)`` is ``begin_append(...).wait()``.
 
         Raises:
             InvalidArgumentError: empty ``payloads``, a non-bytes record, a frame over 4 GiB, a
@@ -314,6 +329,21 @@ class FileLog(Log):
                 the dedup window), or a reused sequence with another record count.
             DurabilityError: the write or fsync failed; the log is now failed (see module doc).
             ClosedError: the log is closed.
+        """
+
+        return self.begin_append(payloads, producer_id=producer_id,
+                                 producer_seq=producer_seq).wait()
+
+    def begin_append(
+        self,
+        payloads: Sequence[bytes],
+        *,
+        producer_id: bytes | None = None,
+        producer_seq: int | None = None,
+    ) -> PendingAppend:
+        """`append` up to the point where its LSNs are fixed: the frame is queued (``group``)
+        or written (other policies); `PendingAppend.wait` then joins or leads its group
+        commit (``group``), or wakes followers, and returns the ack. See `Log.begin_append`.
         """
 
         if self._closed or self._failure is not None:
@@ -373,11 +403,22 @@ class FileLog(Log):
                 if self._group and commit.durable_lsn < last:
                     waiter = commit.join()
                     lead = waiter is None
+        except DurabilityError as exc:
+            self._report_fatal(exc)
+            raise
+        return _FilePending(self, first, last, dup is not None, waiter, lead)
+
+    def _end_append(self, first: int, last: int, duplicate: bool,
+                    waiter: threading.Lock | None, lead: bool) -> AppendResult:
+        """The second half of an append (`_FilePending.wait`): commit or await the group."""
+
+        commit = self._commit
+        try:
             if lead:
                 commit.lead()
             elif waiter is not None:
                 waiter.acquire()  # released by our group's committer (or on failure)
-            elif dup is None:
+            elif not duplicate:
                 self._wake_followers()
             if self._group and commit.durable_lsn < last:
                 raise DurabilityError(
@@ -387,7 +428,7 @@ class FileLog(Log):
         except DurabilityError as exc:
             self._report_fatal(exc)
             raise
-        return make_ack(first, last, self._durable_acks, dup is not None)
+        return make_ack(first, last, self._durable_acks, duplicate)
 
     def _write_frame(self, parts: list, total: int, first: int, last: int) -> None:
         """Write one encoded frame at the end of the log, rolling to a new segment first if

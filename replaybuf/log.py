@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-__all__ = ["AppendResult", "LogRecord", "Log", "FSYNC_POLICIES"]
+__all__ = ["AppendResult", "LogRecord", "Log", "PendingAppend", "FSYNC_POLICIES"]
 
 #: Supported fsync policies, strongest first. See `replaybuf.file_log.FileLogConfig`.
 FSYNC_POLICIES = ("always", "group", "interval", "none")
@@ -72,6 +72,52 @@ def make_ack(first_lsn: int, last_lsn: int, durable: bool, duplicate: bool) -> A
     fields["durable"] = durable
     fields["duplicate"] = duplicate
     return ack
+
+
+class PendingAppend:
+    """An append whose frame has its LSNs (it is queued or written) but whose ack may not be
+    due yet: `wait` blocks until the log's policy allows the ack (under ``group``/``always``:
+    the fdatasync) and returns it. From `Log.begin_append`.
+
+    Call `wait` promptly and from one thread: under ``group`` the caller may hold the
+    committer role, and the frames queued behind it wait for it. Calling it again returns the
+    same ack.
+
+    Attributes:
+        first_lsn: LSN of the frame's first record.
+        last_lsn: LSN of its last record.
+        duplicate: the producer's batch was appended before (nothing new was written).
+    """
+
+    __slots__ = ("first_lsn", "last_lsn", "duplicate", "_ack")
+
+    def __init__(self, first_lsn: int, last_lsn: int, duplicate: bool) -> None:
+        self.first_lsn = first_lsn
+        self.last_lsn = last_lsn
+        self.duplicate = duplicate
+        self._ack: AppendResult | None = None
+
+    @classmethod
+    def done(cls, ack: AppendResult) -> PendingAppend:
+        """One that is over already (`Log.begin_append`'s default: a blocking append)."""
+
+        p = cls(ack.first_lsn, ack.last_lsn, ack.duplicate)
+        p._ack = ack
+        return p
+
+    def wait(self) -> AppendResult:
+        """The ack, once due.
+
+        Raises:
+            DurabilityError: the frame was not made durable (the log failed).
+        """
+
+        if self._ack is None:
+            self._ack = self._finish()
+        return self._ack
+
+    def _finish(self) -> AppendResult:  # pragma: no cover - subclasses that defer override it
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -130,6 +176,24 @@ class Log(abc.ABC):
             InvalidArgumentError: empty ``payloads``, or a bad producer id/sequence.
             DurabilityError: the write or fsync failed (the process should exit).
         """
+
+    def begin_append(
+        self,
+        payloads: Sequence[bytes],
+        *,
+        producer_id: bytes | None = None,
+        producer_seq: int | None = None,
+    ) -> PendingAppend:
+        """Start `append`: fix the frame's LSNs now, wait for its ack in `PendingAppend.wait`.
+
+        Lets a caller that must order frames (the engine, under its writer lock) release its
+        lock before the fsync, so that frames of concurrent callers share one group commit.
+        Same arguments and errors as `append` (raised here, or by ``wait`` for the write and
+        fsync). This default appends synchronously; `FileLog` defers the wait.
+        """
+
+        return PendingAppend.done(self.append(payloads, producer_id=producer_id,
+                                              producer_seq=producer_seq))
 
     @abc.abstractmethod
     def find_duplicate(self, producer_id: bytes, producer_seq: int) -> AppendResult | None:

@@ -413,7 +413,8 @@ def test_view_never_runs_ahead_of_the_durable_log_under_group_commit(tmp_path):
             ack = e.append("t", batch([i]))
             assert ack.durable
             info = e.describe_table("t")
-            assert info.applied_lsn <= info.durable_lsn and info.applied_lsn == ack.last_lsn
+            # the recorder may log the previous draw right after the append
+            assert ack.last_lsn <= info.applied_lsn <= info.durable_lsn
             e.sample("t", 1)
         e.flush_samples()
         assert e.applied_lsn <= e.durable_lsn
