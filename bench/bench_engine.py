@@ -18,10 +18,12 @@ median of runs). Peers, all in this one process:
   torchrl  torchrl TensorDictPrioritizedReplayBuffer over LazyMemmapStorage (memory-mapped
            files in `--data-dir`, never flushed or reopened: not durable).
 
-Restart (ours, W2 data dir left by the throughput part, `--restart-runs` each, every one in a
-fresh subprocess so peak RSS is per phase): `open` = close + reopen (view scan + catch-up + tree
-rebuild; goal < 3 s) and `rebuild` = delete DIR/view, reopen (replay of the whole log; goal
->= 300k items/s). Profile: where one W2 sample of 256 spends its time (perf_counter breakdown of
+Restart (ours, W2 data dir left by the throughput part, or `--restart-dir DIR` alone;
+`--restart-runs` each, every one in a fresh subprocess so peak RSS is per phase): `open` =
+reopen after a clean close (the tables' snapshot file written at close + catch-up + tree
+rebuild; goal < 3 s); `sigkill` = a child opens the engine, samples one batch, logs it and
+SIGKILLs itself, then the timed reopen (the snapshot is stale: view scan + catch-up + tree
+rebuild); `rebuild` = delete DIR/view, reopen (replay of the whole log; goal >= 300k items/s). Profile: where one W2 sample of 256 spends its time (perf_counter breakdown of
 Engine.sample's steps + cProfile top functions).
 
     bash bench/setup_peers_venv.sh
@@ -42,6 +44,7 @@ import json
 import os
 import pstats
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -71,6 +74,7 @@ REFERENCE_SAMPLE_TPS = {"W2": {"cpprb": 1.33e6, "torchrl": 0.86e6},
                         "W3": {"cpprb": 67e3, "torchrl": 43e3}}
 GOAL_OPEN_S = 3.0
 GOAL_REBUILD_ITEMS_PER_S = 300_000
+RESTART_PHASES = ("open", "sigkill", "rebuild")
 
 
 def workload_fields(name: str) -> dict[str, tuple[Any, tuple[int, ...]]]:
@@ -481,7 +485,7 @@ def run_workload(workload: str, items: int, peers: list[str], args: argparse.Nam
 
 
 # --------------------------------------------------------------------------------------------
-# Restart phases: each in a fresh subprocess (`--phase open|rebuild --phase-dir DIR`)
+# Restart phases: each in a fresh subprocess (`--phase open|rebuild|kill --phase-dir DIR`)
 # --------------------------------------------------------------------------------------------
 
 
@@ -498,7 +502,9 @@ def phase_main(args: argparse.Namespace) -> int:
     """Child side. First a warm-up: a tiny throwaway engine (create, append 256 W2 items,
     reopen, sample) pays the one-off per-process costs (numba cache load/JIT, lazy imports).
     Then the timed open of `--phase-dir` (after deleting its view for `rebuild`) and one sample.
-    Prints one JSON line with timings and this process's peak RSS (VmHWM)."""
+    Prints one JSON line with timings and this process's peak RSS (VmHWM). `kill` opens, samples
+    one batch, waits until it is logged and SIGKILLs itself (the crash the next open recovers
+    from)."""
     d = Path(args.phase_dir)
     t_import = time.perf_counter()
     from replaybuf.engine import Engine, EngineConfig
@@ -508,6 +514,11 @@ def phase_main(args: argparse.Namespace) -> int:
     import_s = time.perf_counter() - t_import
     config = EngineConfig(log=FileLogConfig(fsync=args.fsync), map_size=args.map_size,
                           view_sync=args.fsync != "none")
+    if args.phase == "kill":
+        engine = Engine(d, config)
+        engine.sample(args.phase_table, args.sample_batch, beta=BETA, seed=1)
+        engine.flush_samples()
+        os.kill(os.getpid(), signal.SIGKILL)
     tiny = d.parent / f"{d.name}-warmup-{os.getpid()}"
     shutil.rmtree(tiny, ignore_errors=True)
     t0 = time.perf_counter()
@@ -526,9 +537,9 @@ def phase_main(args: argparse.Namespace) -> int:
     rss_before = _vm_hwm_mb()
     if args.phase == "rebuild":
         shutil.rmtree(d / "view", ignore_errors=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     engine = Engine(d, config)
-    open_s = time.perf_counter() - t0
+    open_s, open_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     info = engine.describe_table(args.phase_table)
     t0 = time.perf_counter()
     engine.sample(args.phase_table, args.sample_batch, beta=BETA, seed=0)
@@ -539,7 +550,8 @@ def phase_main(args: argparse.Namespace) -> int:
     engine.close()
     close_s = time.perf_counter() - t0
     print(json.dumps({
-        "phase": args.phase, "open_s": open_s, "first_sample_s": first_sample_s,
+        "phase": args.phase, "open_s": open_s, "open_cpu_s": open_cpu_s,
+        "loaded_from": engine.loaded_from, "first_sample_s": first_sample_s,
         "close_s": close_s, "import_s": import_s, "warmup_tiny_engine_s": warmup_s,
         "size": info.size, "applied_lsn": info.applied_lsn, "rebuild_reason": rebuild_reason,
         "logged_inserts": getattr(info.rate_limiter, "inserts", None),
@@ -560,12 +572,22 @@ def run_restart(data_dir: Path, table: str, items: int, args: argparse.Namespace
                                      "timed after a tiny warm-up engine paid the per-process "
                                      "one-off costs (warmup_tiny_engine_s); peak RSS = the "
                                      "child's VmHWM"}
-    for phase in ("open", "rebuild"):
+    for phase in RESTART_PHASES:
         runs = []
         for r in range(args.restart_runs):
             cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase,
                    "--phase-dir", str(data_dir), "--phase-table", table, "--fsync", args.fsync,
                    "--map-size", str(args.map_size), "--sample-batch", str(args.sample_batch)]
+            if phase == "sigkill":
+                kill = subprocess.run(cmd[:2] + ["--phase", "kill"] + cmd[4:], cwd=REPO_ROOT,
+                                      capture_output=True, text=True,
+                                      timeout=args.phase_timeout_s)
+                if kill.returncode != -signal.SIGKILL:
+                    runs.append({"error": kill.stderr.strip().splitlines()[-3:]})
+                    log(f"  restart {phase} run {r + 1}: the child to kill failed "
+                        f"{kill.stderr.strip()[-500:]}")
+                    continue
+                cmd[3] = "open"
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT,
                                   timeout=args.phase_timeout_s)
@@ -577,13 +599,18 @@ def run_restart(data_dir: Path, table: str, items: int, args: argparse.Namespace
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             res["process_wall_s"] = wall
             runs.append(res)
-            log(f"  restart {phase} run {r + 1}/{args.restart_runs}: open {res['open_s']:.2f} s, "
-                f"size {res['size']:,}, peak RSS {res['peak_rss_mb']:.0f} MB")
+            log(f"  restart {phase} run {r + 1}/{args.restart_runs}: open {res['open_s']:.2f} s "
+                f"(CPU {res['open_cpu_s']:.2f} s, tables from {res['loaded_from']}), size "
+                f"{res['size']:,}, peak RSS {res['peak_rss_mb']:.0f} MB, close "
+                f"{res['close_s']:.2f} s")
         ok = [x for x in runs if "open_s" in x]
         summary: dict[str, Any] = {"runs": runs}
         if ok:
             med = statistics.median(x["open_s"] for x in ok)
             summary |= {"open_s_median": med,
+                        "open_cpu_s_median": statistics.median(x["open_cpu_s"] for x in ok),
+                        "close_s_median": statistics.median(x["close_s"] for x in ok),
+                        "loaded_from": sorted({x["loaded_from"] for x in ok}),
                         "peak_rss_mb_max": max(x["peak_rss_mb"] for x in ok),
                         "first_sample_s_median": statistics.median(x["first_sample_s"]
                                                                    for x in ok),
@@ -631,26 +658,37 @@ def markdown_tables(rows: list[dict[str, Any]], restart: dict[str, Any] | None,
             f"{fmt(r['append_items_per_s_median'])} | {fmt(tps)} | {spread} | "
             f"{fmt(r['sample_cpu_us_per_batch_median'], ',.1f')} | {ratio} | "
             f"{fmt(ref)} | {ref_ratio} |")
-    if restart and ("open" in restart or "rebuild" in restart):
-        lines += ["", "| ours, W2 restart (fresh process per run) | items | median s | items/s | "
-                      "goal | peak RSS MB (process) | first sample ms | one-off warm-up s |",
-                  "|---|---:|---:|---:|---|---:|---:|---:|"]
-        for phase, goal in (("open", f"< {GOAL_OPEN_S:g} s"),
-                            ("rebuild", f">= {GOAL_REBUILD_ITEMS_PER_S:,} items/s")):
-            s = restart.get(phase, {})
-            if "open_s_median" not in s:
-                lines.append(f"| {phase} | {restart['items']:,} | failed | - | {goal} | - | - | - |")
-                continue
-            label = ("close + reopen (view scan, catch-up, tree rebuild)" if phase == "open"
-                     else "rebuild from log (view deleted)")
-            lines.append(
-                f"| {label} | {restart['items']:,} | {s['open_s_median']:.2f} | "
-                f"{restart['items'] / s['open_s_median']:,.0f} | {goal} | "
-                f"{s['peak_rss_mb_max']:,.0f} | {s['first_sample_s_median'] * 1e3:.1f} | "
-                f"{s['warmup_s_median']:.2f} |")
+    if restart and any(p in restart for p in RESTART_PHASES):
+        lines += [""] + restart_table(restart)
         if "open" in restart and "log_holds" in restart["open"]:
             lines.append(f"\nThe W2 log replayed here holds {restart['open']['log_holds']}.")
     return "\n".join(lines)
+
+
+def restart_table(restart: dict[str, Any]) -> list[str]:
+    """The markdown rows of the restart phases."""
+
+    lines = ["| ours, W2 restart (fresh process per run) | items | median s | CPU s | items/s | "
+             "goal | peak RSS MB (process) | first sample ms | close s | one-off warm-up s |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    labels = {"open": "clean close + reopen (tables' snapshot, catch-up, tree rebuild)",
+              "sigkill": "reopen after SIGKILL (view scan, catch-up, tree rebuild)",
+              "rebuild": "rebuild from log (view deleted)"}
+    for phase in RESTART_PHASES:
+        goal = (f">= {GOAL_REBUILD_ITEMS_PER_S:,} items/s" if phase == "rebuild"
+                else f"< {GOAL_OPEN_S:g} s")
+        s = restart.get(phase, {})
+        if "open_s_median" not in s:
+            lines.append(f"| {labels[phase]} | {restart['items']:,} | failed | - | - | "
+                         f"{goal} | - | - | - | - |")
+            continue
+        lines.append(
+            f"| {labels[phase]} ({'/'.join(s['loaded_from'])}) | {restart['items']:,} | "
+            f"{s['open_s_median']:.2f} | {s['open_cpu_s_median']:.2f} | "
+            f"{restart['items'] / s['open_s_median']:,.0f} | {goal} | "
+            f"{s['peak_rss_mb_max']:,.0f} | {s['first_sample_s_median'] * 1e3:.1f} | "
+            f"{s['close_s_median']:.2f} | {s['warmup_s_median']:.2f} |")
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -678,6 +716,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--restart-runs", type=int, default=3,
                    help="fresh-subprocess runs of each restart phase (0 = skip restart)")
     p.add_argument("--phase-timeout-s", type=float, default=600.0)
+    p.add_argument("--restart-dir", type=Path, default=None,
+                   help="only run the restart phases on this existing W2 data dir (table w2, "
+                        "e.g. one kept with --keep-data) and report them")
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--profile-samples", type=int, default=200)
     p.add_argument("--profile-top", type=int, default=15)
@@ -689,7 +730,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "50 samples, 1 restart run per phase, 50 profiled samples")
     p.add_argument("--json", default=str(BENCH_DIR / "out" / "engine.json"), help="output path")
     # internal: one restart phase in this (child) process
-    p.add_argument("--phase", choices=("open", "rebuild"), help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=("open", "rebuild", "kill"), help=argparse.SUPPRESS)
     p.add_argument("--phase-dir", help=argparse.SUPPRESS)
     p.add_argument("--phase-table", default="w2", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -715,10 +756,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def restart_only(args: argparse.Namespace) -> int:
+    """`--restart-dir`: the restart phases alone, on a W2 data dir kept from a full run."""
+
+    from replaybuf.engine import Engine, EngineConfig
+    from replaybuf.file_log import FileLogConfig
+
+    d = args.restart_dir.resolve()
+    load0 = os.getloadavg()
+    with Engine(d, EngineConfig(log=FileLogConfig(fsync=args.fsync), map_size=args.map_size,
+                                view_sync=args.fsync != "none")) as e:
+        items = e.describe_table("w2").size  # this open also rebuilds a view of an old format
+    restart = run_restart(d, "w2", items, args, log)
+    restart |= {"loadavg_start": list(load0), "loadavg_end": list(os.getloadavg())}
+    write_json(args.json, {"restart": restart, "params": {k: str(v) for k, v in vars(args).items()}})
+    print("\n".join(restart_table(restart)))
+    print(f"\nload average {load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
+          f"JSON: {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.phase:
         return phase_main(args)
+    if args.restart_dir is not None:
+        return restart_only(args)
     started = time.time()
     mach = machine()
     if "torchrl" in args.peer_list and args.torch_threads > 0:

@@ -72,6 +72,7 @@ from replaybuf.results import (
 )
 from replaybuf.table import SlotAllocator, Table
 from replaybuf.table_config import TableConfig
+from replaybuf.table_snapshot import TableState, read_snapshot, remove_snapshot, write_snapshot
 from replaybuf.tensors import check_batch, from_batch, to_batch
 from replaybuf.v1 import events_pb2, tensor_pb2
 from replaybuf.view import Applied, View, ViewDamagedError
@@ -150,6 +151,9 @@ class Engine:
         self._seeds = np.random.default_rng(self.config.seed)
         self.rebuild_reason: str | None = None
         """Why the view was rebuilt on open (None when it was caught up)."""
+        self.loaded_from = ""
+        """How the tables were loaded on open: "snapshot" (the file written at the last clean
+        close, `replaybuf.table_snapshot`) or "scan" (of the view)."""
         self._rolling = RollingMetrics()
         self._metric_sources: list[Callable[[str], Mapping[str, float]]] = []
         self._pipeline = WritePipeline(self._write_view, self._mirror, self._fail)
@@ -196,16 +200,52 @@ class Engine:
         raise AssertionError("unreachable")
 
     def _load_tables(self, view: View) -> None:
+        # The snapshot written at the last clean close, when it is of exactly this view as it
+        # is (else, e.g. after a crash, the scan): the same state without reading each item.
+        recs = view.tables()
+        states, why = read_snapshot(view.path, view.snapshot_key(),
+                                    {rec.index: rec.config for rec in recs})
+        if states is not None:
+            try:
+                self._fill_tables(view, states)
+                self.loaded_from = "snapshot"
+                return
+            except ValueError as exc:
+                why = f"the snapshot does not fit the tables ({exc})"
+        _logger.info("loading the tables by a scan of the view: %s", why)
+        self._fill_tables(view, None)
+        self.loaded_from = "scan"
+
+    def _fill_tables(self, view: View, states: Mapping[int, TableState] | None) -> None:
         self._tables, self._by_index, self._new_slots = {}, {}, {}
-        loaded = view.load()
+        loaded = view.load() if states is None else {}
         for rec in view.tables():
             t = Table(rec.index, rec.config, created_lsn=rec.created_lsn, clock=self._clock)
             st = view.stats(rec.index)
-            metas, rows = loaded[rec.index]
-            t.load(metas, rows, inserts=st.inserts, samples=st.samples, evictions=st.evictions)
+            counts = dict(inserts=st.inserts, samples=st.samples, evictions=st.evictions)
+            if states is None:
+                metas, rows = loaded.pop(rec.index)
+                t.load(metas, rows, **counts)
+            else:
+                state = states[rec.index]
+                t.load_state(state, view.times_sampled(rec.index, state.ids), **counts)
             self._tables[rec.name] = t
             self._by_index[rec.index] = t
         self._clock.lsn = view.applied_lsn
+
+    def _save_snapshot(self) -> None:
+        """At a clean close (writer lock held): the tables' state for the next open."""
+
+        view = self._view
+        remove_snapshot(view.path)
+        if self._failure is not None or self._clock.lsn != view.applied_lsn:
+            return  # RAM may differ from the view: the next open scans
+        try:
+            tables = [(t.index, t.config, t.export_state())
+                      for _, t in sorted(self._by_index.items())]
+            write_snapshot(view.path, view.snapshot_key(), tables, sync=self.config.view_sync)
+        except (OSError, ValueError) as exc:  # the next open scans instead
+            _logger.warning("could not write the tables' snapshot in %s: %s", view.path, exc)
 
     def _catch_up(self, to_lsn: int) -> None:
         batch: list[tuple[int, events_pb2.Event]] = []
@@ -958,14 +998,18 @@ class Engine:
             self._closed = True
         for t in list(self._tables.values()):
             t.close()
+        stopped = False
         try:
             self._recorder.stop(flush=self._failure is None)
+            stopped = True
         finally:
             with self._write_lock:
                 try:
                     self._pipeline.settle()
                 except FailedPreconditionError:
                     pass  # what failed stays in the log only; reopening applies it
+                if stopped:
+                    self._save_snapshot()
                 self._view.close()
                 if self._own_log:
                     self._log.close()

@@ -40,7 +40,7 @@ import numpy as np
 
 from replaybuf.errors import ViewDamagedError
 
-__all__ = ["CHUNK", "FOLD_MIN", "PrioUpdates", "Pending", "fill", "fold"]
+__all__ = ["CHUNK", "FOLD_MIN", "PrioUpdates", "Pending", "fill", "fold", "sample_counts"]
 
 #: Items per chunk value (8 KiB of counters; 16 KiB of priorities and times).
 CHUNK = 1024
@@ -303,6 +303,23 @@ def _chunks(txn: lmdb.Transaction, db: Any, table: int, which: np.ndarray, size:
             yield c, value, order[lo:hi]
 
 
+def sample_counts(txn: lmdb.Transaction, dbs: Mapping[str, Any], pending: Pending, table: int,
+                  ids: np.ndarray, *, scan: bool = False) -> np.ndarray:
+    """Times sampled (uint64) of present items `ids` of table index `table`: their counters
+    plus their pending draws. `scan`: walk the table's chunks with one cursor (for most of
+    a table) instead of one lookup per chunk. No read of ``item_meta`` (its count is 0)."""
+
+    ids = np.asarray(ids, np.uint64)
+    counts = pending.draw_counts(table, ids)
+    if not ids.size:
+        return counts
+    which = (ids // np.uint64(CHUNK)).astype(np.int64)
+    pos = (ids % np.uint64(CHUNK)).astype(np.int64)
+    for _, value, sel in _chunks(txn, dbs["sample_counts"], table, which, _COUNT_SIZE, scan):
+        counts[sel] += np.frombuffer(value, "<u8", CHUNK, 1)[pos[sel]]
+    return counts
+
+
 def fill(txn: lmdb.Transaction, dbs: Mapping[str, Any], pending: Pending, table: int,
          metas: np.ndarray, *, scan: bool = False) -> None:
     """Set ``times_sampled``, ``priority`` and ``priority_ms`` of `metas` (writable META
@@ -313,10 +330,7 @@ def fill(txn: lmdb.Transaction, dbs: Mapping[str, Any], pending: Pending, table:
     ids = metas["item_id"].astype(np.uint64)
     which = (ids // np.uint64(CHUNK)).astype(np.int64)
     pos = (ids % np.uint64(CHUNK)).astype(np.int64)
-    counts = pending.draw_counts(table, ids)
-    for _, value, sel in _chunks(txn, dbs["sample_counts"], table, which, _COUNT_SIZE, scan):
-        counts[sel] += np.frombuffer(value, "<u8", CHUNK, 1)[pos[sel]]
-    metas["times_sampled"] = counts
+    metas["times_sampled"] = sample_counts(txn, dbs, pending, table, ids, scan=scan)
     prio, ms = metas["priority"].copy(), metas["priority_ms"].copy()
     for _, value, sel in _chunks(txn, dbs["priority_chunks"], table, which, _PRIO_SIZE, scan):
         p = np.frombuffer(value, "<f8", CHUNK, 1)[pos[sel]]

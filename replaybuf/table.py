@@ -43,7 +43,7 @@ from replaybuf.seeding import Reseeder
 from replaybuf.selectors import PrioritizedSelector, Selector, make_selector
 from replaybuf.slot_map import SlotMap
 from replaybuf.table_config import SelectorConfig, TableConfig
-from replaybuf.table_snapshot import TableState
+from replaybuf.table_snapshot import Gathered, TableState
 from replaybuf.tensors import from_tensor
 
 __all__ = ["Table", "SlotAllocator", "Draw", "LINEAGE_NUMERIC"]
@@ -328,15 +328,17 @@ class Table:
                                                   evictions + len(self._retired)))
 
     def export_state(self) -> TableState:
-        """Copies of the present items' ids, slots, priorities, lineage and fields in id order
-        (what `load_state` takes). Cost: O(n) numpy gathers."""
+        """The present items' ids, slots, priorities, lineage (copies) and fields (gathered
+        as they are written) in id order, what `load_state` takes. For a snapshot at close:
+        the fields must not change until it is written (the engine holds its writer lock).
+        Cost: O(n) numpy gathers."""
 
         with self._lock:
             ids, slots = self._slot_of.items()
             return TableState(
                 ids=ids, slots=slots, priorities=self._prio[slots],
                 lineage={name: a[slots] for name, a in self._lineage.items()},
-                columns={name: c[slots] for name, c in self._columns.items()})
+                columns={name: Gathered(c, slots) for name, c in self._columns.items()})
 
     def _sampler_values(self, prios: np.ndarray) -> np.ndarray:
         return np.ones(prios.size) if self._unit else prios

@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ import numpy as np
 
 from replaybuf.table_config import TableConfig
 
-__all__ = ["TableState", "SnapshotKey", "SNAPSHOT_NAME", "SNAPSHOT_FORMAT", "write_snapshot",
+__all__ = ["TableState", "Gathered", "SnapshotKey", "SNAPSHOT_NAME", "SNAPSHOT_FORMAT", "write_snapshot",
            "read_snapshot", "remove_snapshot"]
 
 _logger = logging.getLogger(__name__)
@@ -58,6 +58,41 @@ _HEAD = struct.Struct("<8sII")
 _CRC = struct.Struct("<I")
 _ALIGN = 64
 _SCALARS = ("ids", "slots", "priorities")
+_PIECE_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """``source[index]``, gathered piece by piece as it is written, so that writing a
+    snapshot does not hold a second copy of the tables' columns."""
+
+    source: np.ndarray
+    index: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.index.size), *self.source.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.source.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.index.size) * int(self.source[:1].nbytes if self.source.size else 0)
+
+    def pieces(self) -> Iterator[np.ndarray]:
+        row = max(1, self.nbytes // max(1, self.index.size))
+        step = max(1, _PIECE_BYTES // row)
+        for i in range(0, self.index.size, step):
+            yield self.source[self.index[i : i + step]]
+
+
+def _pieces(arr: np.ndarray | Gathered) -> Iterator[np.ndarray]:
+    if isinstance(arr, Gathered):
+        yield from arr.pieces()
+    else:
+        yield np.ascontiguousarray(arr)
 
 
 @dataclass
@@ -69,17 +104,17 @@ class TableState:
         slots: their slots (int64).
         priorities: raw priorities (float64).
         lineage: numeric lineage columns by name (`replaybuf.table.LINEAGE_NUMERIC`).
-        columns: field -> array of shape ``(n, *field shape)``; the reward field holds the
-            current (maybe corrected) reward.
+        columns: field -> array of shape ``(n, *field shape)`` (or, to be written, a
+            `Gathered`); the reward field holds the current (maybe corrected) reward.
     """
 
     ids: np.ndarray
     slots: np.ndarray
     priorities: np.ndarray
     lineage: dict[str, np.ndarray]
-    columns: dict[str, np.ndarray]
+    columns: dict[str, Any]
 
-    def arrays(self) -> list[tuple[str, np.ndarray]]:
+    def arrays(self) -> list[tuple[str, Any]]:
         """Every array with a unique name, in file order."""
 
         return ([(n, getattr(self, n)) for n in _SCALARS]
@@ -146,11 +181,16 @@ def write_snapshot(directory: Path, key: SnapshotKey,
             for (_, _, state), entry in zip(tables, entries):
                 for (_, arr), spec in zip(state.arrays(), entry["arrays"]):
                     pad = bytes(base + spec["offset"] - pos)
-                    data = memoryview(np.ascontiguousarray(arr)).cast("B")
-                    crc = crc32c.crc32c(data, crc32c.crc32c(pad, crc))
+                    crc = crc32c.crc32c(pad, crc)
                     f.write(pad)
-                    f.write(data)
-                    pos = base + spec["offset"] + spec["nbytes"]
+                    pos += len(pad)
+                    for piece in _pieces(arr):
+                        data = memoryview(piece).cast("B")
+                        crc = crc32c.crc32c(data, crc)
+                        f.write(data)
+                        pos += len(data)
+                    if pos != base + spec["offset"] + spec["nbytes"]:
+                        raise ValueError(f"array {spec['name']!r} changed while written")
             f.write(_CRC.pack(crc))
             if sync:
                 f.flush()

@@ -33,7 +33,8 @@ are little-endian and start with a format version byte ``v``):
 database              key                                       value
 ====================  ========================================  ===============================
 ``meta``              ``format`` ``log_id`` ``applied_lsn``     u32 / utf-8 / u64 / u64 / u32
-                      ``next_item_id`` ``next_table``
+                      ``next_item_id`` ``next_table``           / 32 hex digits
+                      ``view_id``
 ``tables``            table name (utf-8)                        v, u32 index, u64 created LSN,
                                                                 TableConfig proto
 ``table_stats``       u32 table index                           v, u64 inserts, samples,
@@ -83,6 +84,7 @@ import operator
 import shutil
 import struct
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +103,7 @@ from replaybuf.hot_meta import Pending
 from replaybuf.errors import ClosedError, FailedPreconditionError, ResourceExhaustedError
 from replaybuf.locks import SharedLock
 from replaybuf.table_config import TableConfig
+from replaybuf.table_snapshot import SnapshotKey
 from replaybuf.v1 import events_pb2, table_pb2
 
 __all__ = [
@@ -111,7 +114,8 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 #: Layout version of the whole view; a different one on disk makes `View.open` rebuild.
-VIEW_FORMAT = 5  # 2: item_events, pending_reviews; 3: META priority_ms; 4-5: hot_meta
+VIEW_FORMAT = 6  # 2: item_events, pending_reviews; 3: META priority_ms; 4-5: hot_meta;
+#                6: view_id (a snapshot file of the tables names the view it was taken of)
 _V = RECORD_VERSION
 _DBS = ("meta", "tables", "table_stats", "items", "item_meta", "evicted_meta", "item_strings",
         "by_request", "by_episode", "by_model_version", "item_events", "pending_reviews", "jobs",
@@ -155,6 +159,8 @@ class View:
         self.next_item_id = 1
         self._next_table = 0
         self.log_id = ""
+        #: Random id given to the view when it is created (a rebuilt view gets a new one).
+        self.view_id = ""
         self._closed = False
         self._pending = Pending(0)  # hot metadata not yet folded, as of applied_lsn
         #: Pending changes that trigger a fold (`replaybuf.hot_meta`); tests lower it.
@@ -205,7 +211,9 @@ class View:
             txn.put(b"applied_lsn", U64.pack(0), db=meta)
             txn.put(b"next_item_id", U64.pack(1), db=meta)
             txn.put(b"next_table", U32.pack(0), db=meta)
+            txn.put(b"view_id", uuid.uuid4().hex.encode(), db=meta)
         view.log_id = log_id
+        view._load_meta()
         return view, reason
 
     @classmethod
@@ -234,6 +242,9 @@ class View:
             self.applied_lsn = U64.unpack(txn.get(b"applied_lsn", db=meta) or b"")[0]
             self.next_item_id = U64.unpack(txn.get(b"next_item_id", db=meta) or b"")[0]
             self._next_table = U32.unpack(txn.get(b"next_table", db=meta) or b"")[0]
+            self.view_id = bytes(txn.get(b"view_id", db=meta) or b"").decode()
+            if len(self.view_id) != 32:
+                raise ViewDamagedError("meta 'view_id' is missing")
             for key, value in txn.cursor(db=self._dbs["tables"]):
                 version, idx, created = TABLE_VALUE.unpack_from(value)
                 if version != _V:
@@ -303,6 +314,20 @@ class View:
             part = metas[sel]
             hot_meta.fill(txn, self._dbs, pending, idx, part)
             metas[sel] = part
+
+    def snapshot_key(self) -> SnapshotKey:
+        """What a snapshot of the tables taken now must name (`replaybuf.table_snapshot`)."""
+
+        return SnapshotKey(VIEW_FORMAT, self.view_id, self.log_id, self.applied_lsn,
+                           self.next_item_id)
+
+    def times_sampled(self, table: int, ids: np.ndarray) -> np.ndarray:
+        """Times sampled of present items `ids` (most of table index `table`), without
+        reading their ``item_meta`` records (`replaybuf.hot_meta.sample_counts`)."""
+
+        with self._reading(), self._env.begin() as txn:
+            return hot_meta.sample_counts(txn, self._dbs, self._pending_in(txn), table, ids,
+                                          scan=True)
 
     def tables(self) -> list[TableRecord]:
         """Every table, by index (creation order)."""
