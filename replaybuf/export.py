@@ -212,7 +212,8 @@ def write_export(chunks: Iterable[Chunk], out: str | Path, fmt: str, *, info: Ex
 
     `final_info`, called once the chunks are consumed, gives the manifest's LSN, log id and
     config when they are known only at the end (a gRPC stream carries them last).
-    `compression` is the Parquet codec (`PARQUET_CODECS`; None: `PARQUET_DEFAULT_CODEC`,
+    `total`, the item count if known up front, lets the npz writer put the numeric columns
+    straight into their places (and is checked). `compression` is the Parquet codec (`PARQUET_CODECS`; None: `PARQUET_DEFAULT_CODEC`,
     snappy); npz files are stored uncompressed, like ``numpy.savez``, and Minari picks its own.
 
     For ``minari`` `out` is the dataset id (``namespace/name-v0``), created in Minari's local
@@ -241,7 +242,7 @@ def write_export(chunks: Iterable[Chunk], out: str | Path, fmt: str, *, info: Ex
         data_file = str(out)
     else:
         if fmt == "npz":
-            writer: Any = NpzWriter(Path(out), info)
+            writer: Any = NpzWriter(Path(out), info, total)
         else:
             from replaybuf.export_parquet import ParquetWriter
 

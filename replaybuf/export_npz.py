@@ -7,28 +7,32 @@ member per column, here in a fixed order: ``meta.item_id``, the fields in signat
 1980-01-01 with mode 0644 and a ZIP64 extra field in its local header, so the bytes depend only
 on the content.
 
-How it streams: `NpzWriter.add` appends each column of a chunk to a spill file of its own in a
-temporary directory beside the output and folds the bytes into the column's CRC-32;
-`NpzWriter.finish` then writes each member's header, has the kernel copy the spill file behind it
-(`os.copy_file_range`, falling back to `shutil.copyfileobj`) and combines the header's CRC with
-the data's (`crc32_combine`), so the payload crosses user space once and is never read back.
-A string column whose chunks had different widths is widened at the end (read back once).
+How it streams: `NpzWriter.add` writes each column of a chunk and folds its bytes into the
+column's CRC-32. When the item count is known up front (the engine's exports) the numeric
+columns go straight to their final places in the file (their sizes and headers follow from the
+count); otherwise (a client's stream), and always for the string columns (whose width is the
+longest string's), they go to a spill file of their own in a temporary directory beside the
+output, which `NpzWriter.finish` has the kernel copy behind the member's header
+(`os.copy_file_range`, else a user-space copy). The headers come last, with each member's CRC
+combined from the npy header's and the data's (`crc32_combine`), so no byte is read back. A
+string column whose chunks had different widths is widened at the end (read back once).
 The bulk of the work (writes, CRC, casts) releases the GIL, so `replaybuf.export` runs the
 writer on a thread of its own. Memory: O(chunk).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import numpy as np
 
+from replaybuf.errors import FailedPreconditionError
 from replaybuf.export_chunk import (
     NUMERIC_LINEAGE, STRING_LINEAGE, Chunk, ExportInfo, meta_arrays,
 )
@@ -108,37 +112,70 @@ def fixed_unicode(c: Chunk, key: str) -> np.ndarray:
     return np.asarray(list(c.lineage[key]), dtype=str)
 
 
-class _Spill:
-    """One column's bytes so far, in a file, with their CRC-32 and length."""
+class _Column:
+    """One member's data as it is written: at `base` in the file `fd` (the export itself, or
+    a spill file of its own), with its length so far, at most `limit` bytes, and the CRC-32
+    so far (of `head`, the member's npy header when known up front, and the data)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file: BinaryIO = open(path, "wb")
-        self.crc = 0
+    def __init__(self, fd: int, base: int = 0, limit: int | None = None,
+                 path: Path | None = None, head: bytes | None = None) -> None:
+        self.fd = fd
+        self.base = base
+        self.limit = limit
+        self.path = path  # a spill file's path (None: the data is in place in the export)
+        self.head = head
+        self.crc = zlib.crc32(head) if head is not None else 0
         self.size = 0
+
+    def member_crc(self, head: bytes) -> int:
+        """The CRC-32 of `head` followed by the data."""
+
+        if self.head is not None:
+            if head != self.head:
+                raise RuntimeError("an npz member's header changed after it was reserved")
+            return self.crc
+        return crc32_combine(zlib.crc32(head), self.crc, self.size)
+
+    @staticmethod
+    def spill(path: Path) -> _Column:
+        return _Column(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), path=path)
 
     def write(self, arr: np.ndarray) -> None:
         data = memoryview(np.ascontiguousarray(arr)).cast("B")
+        if self.limit is not None and self.size + len(data) > self.limit:
+            raise FailedPreconditionError(
+                f"the export's chunks hold more items than the {self.limit} bytes of a column "
+                f"the announced total leaves room for")
         self.crc = zlib.crc32(data, self.crc)
+        _pwrite(self.fd, data, self.base + self.size)
         self.size += len(data)
-        self.file.write(data)
+
+    def close(self) -> None:
+        if self.path is not None and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class NpzWriter:
     """Writes an npz export chunk by chunk (see the module docstring).
 
-    Call `add` for each chunk in order, then `finish` (which moves the file into place) or,
-    on failure, `abort`. Not thread-safe: one thread at a time (calls may come from different
-    threads one after another).
+    With `total` (the item count, known up front on the engine's side) the numeric columns
+    are written straight into their places in the file; without it (a client's stream) they
+    go to spill files first and are copied into the file at the end. String columns always
+    spill (their width is the longest string's). Call `add` for each chunk in order, then
+    `finish` (which moves the file into place) or, on failure, `abort`. Not thread-safe: one
+    thread at a time (calls may come from different threads one after another).
 
     Args:
         out: the ``.npz`` path; written as ``OUT.part`` and renamed at the end.
         info: the exported fields.
+        total: the number of items the chunks will hold, if known.
     """
 
-    def __init__(self, out: Path, info: ExportInfo) -> None:
+    def __init__(self, out: Path, info: ExportInfo, total: int | None = None) -> None:
         self.out = out
         self.part = out.with_name(out.name + ".part")
+        self.total = total
         self._fixed = ([("meta.item_id", np.dtype("<u8"), ())]
                        + [(n, dt.newbyteorder("<") if dt.itemsize > 1 else dt, s)
                           for n, dt, s in info.fields]
@@ -147,72 +184,95 @@ class NpzWriter:
                        + [(f"lineage.{k}", np.dtype(dt), ()) for k, dt in NUMERIC_LINEAGE])
         out.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
-        self._spills = [_Spill(self._tmp / f"{i}.raw") for i in range(len(self._fixed))]
-        self._strings = [_Spill(self._tmp / f"s{i}.raw") for i in range(len(STRING_LINEAGE))]
+        self._fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._columns: list[_Column] = []
+        self._end = 0  # where the members written at `finish` start
+        if total is None:
+            self._columns = [_Column.spill(self._tmp / f"{i}.raw")
+                             for i in range(len(self._fixed))]
+        else:  # reserve each member's place: local header, npy header, data
+            for name, dt, shape in self._fixed:
+                size = total * dt.itemsize * int(np.prod(shape, dtype=np.int64))
+                npy = _npy_header(dt, (total, *shape))
+                start = self._end + _ZipWriter.local_size(name + ".npy") + len(npy)
+                self._columns.append(_Column(self._fd, start, size, head=npy))
+                self._end = start + size
+        self._strings = [_Column.spill(self._tmp / f"s{i}.raw")
+                         for i in range(len(STRING_LINEAGE))]
         self._widths: list[list[tuple[int, int]]] = [[] for _ in STRING_LINEAGE]
         self.count = 0
 
     def add(self, c: Chunk) -> None:
-        """Spill the chunk's columns (ids ascending across calls: the caller checks)."""
+        """Write the chunk's columns (ids ascending across calls: the caller checks)."""
 
         self.count += len(c)
         arrays = dict(meta_arrays(c))
-        for (name, dt, _), spill in zip(self._fixed, self._spills):
-            col = c.columns[name] if name in c.columns else arrays[name]
-            spill.write(np.asarray(col, dt))
-        for k, spill, widths in zip(STRING_LINEAGE, self._strings, self._widths):
+        for (name, dt, _), col in zip(self._fixed, self._columns):
+            col.write(np.asarray(c.columns[name] if name in c.columns else arrays[name], dt))
+        for k, col, widths in zip(STRING_LINEAGE, self._strings, self._widths):
             strs = fixed_unicode(c, k)
             widths.append((strs.size, max(1, strs.dtype.itemsize // 4)))
-            spill.write(strs)
+            col.write(strs)
 
     def finish(self) -> None:
-        """Write the zip and move it to `out`; removes the spill files."""
+        """Write the zip's headers and the spilled members, and move the file to `out`."""
 
         try:
-            for s in [*self._spills, *self._strings]:
-                s.file.close()
-            with open(self.part, "wb", buffering=0) as f:
-                zw = _ZipWriter(f)
-                n = self.count
-                for (name, dt, shape), spill in zip(self._fixed, self._spills):
-                    zw.member(name + ".npy", _npy_header(dt, (n, *shape)), spill)
-                for k, spill, widths in zip(STRING_LINEAGE, self._strings, self._widths):
-                    width = max([w for _, w in widths], default=1)
-                    head = _npy_header(np.dtype(f"<U{width}"), (n,))
-                    if any(w != width for _, w in widths):
-                        spill = _widened(spill, widths, width, self._tmp / f"w-{k}.raw")
-                    zw.member(f"lineage.{k}.npy", head, spill)
-                zw.close()
+            n = self.count
+            if self.total is not None and n != self.total:
+                raise FailedPreconditionError(
+                    f"the export's chunks held {n} items, not the {self.total} announced")
+            zw = _ZipWriter(self._fd, self._end)
+            offset = 0
+            for (name, dt, shape), col in zip(self._fixed, self._columns):
+                head = _npy_header(dt, (n, *shape))
+                if col.path is None:
+                    zw.in_place(name + ".npy", head, col, offset)
+                    offset = col.base + col.size
+                else:
+                    zw.copied(name + ".npy", head, col)
+            for k, col, widths in zip(STRING_LINEAGE, self._strings, self._widths):
+                width = max([w for _, w in widths], default=1)
+                if any(w != width for _, w in widths):
+                    col = _widened(col, widths, width, self._tmp / f"w-{k}.raw")
+                zw.copied(f"lineage.{k}.npy", _npy_header(np.dtype(f"<U{width}"), (n,)), col)
+            zw.close()
+            os.close(self._fd)
+            self._fd = -1
             os.replace(self.part, self.out)
         except BaseException:
-            self.part.unlink(missing_ok=True)
+            self.abort()
             raise
         finally:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._close_spills()
+
+    def _close_spills(self) -> None:
+        for col in [*self._columns, *self._strings]:
+            col.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def abort(self) -> None:
         """Drop everything written so far. Idempotent."""
 
-        for s in [*self._spills, *self._strings]:
-            s.file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         self.part.unlink(missing_ok=True)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._close_spills()
 
 
-def _widened(spill: _Spill, widths: list[tuple[int, int]], width: int, path: Path) -> _Spill:
+def _widened(col: _Column, widths: list[tuple[int, int]], width: int, path: Path) -> _Column:
     """The string column re-spilled at one width (its chunks came at several)."""
 
-    out = _Spill(path)
-    with open(spill.path, "rb") as r:
+    out = _Column.spill(path)
+    with open(col.path, "rb") as r:  # type: ignore[arg-type]
         for count, w in widths:
             out.write(np.fromfile(r, f"<U{w}", count).astype(f"<U{width}"))
-    out.file.close()
+    col.close()
     return out
 
 
 def _npy_header(dt: np.dtype, shape: tuple[int, ...]) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         buf, {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False,
@@ -220,66 +280,95 @@ def _npy_header(dt: np.dtype, shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-def _copy(src: Path, dst: Any, size: int) -> None:
-    """Append `size` bytes of file `src` to `dst`, an unbuffered file open for writing at
-    its end (copied in the kernel where it can be)."""
+def _pwrite(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
 
+
+def _copy(src: _Column, fd: int, offset: int) -> None:
+    """Copy the spilled bytes of `src` to `offset` in `fd` (in the kernel where it can)."""
+
+    size, done = src.size, 0
     copy_range = getattr(os, "copy_file_range", None)
-    with open(src, "rb", buffering=0) as r:
-        done = 0
-        try:
-            while copy_range is not None and done < size:
-                moved = copy_range(r.fileno(), dst.fileno(), min(_COPY_BLOCK, size - done))
-                if moved <= 0:
-                    break
-                done += moved
-        except OSError:  # not across these file systems: copy in user space
-            pass
-        if done < size:
-            r.seek(done)
-            dst.seek(0, os.SEEK_END)
-            shutil.copyfileobj(r, dst, 1 << 20)
+    try:
+        while copy_range is not None and done < size:
+            moved = copy_range(src.fd, fd, min(_COPY_BLOCK, size - done), done, offset + done)
+            if moved <= 0:
+                break
+            done += moved
+    except OSError:  # not across these file systems: copy in user space
+        pass
+    while done < size:
+        block = os.pread(src.fd, min(_COPY_BLOCK, size - done), done)
+        if not block:
+            raise OSError(f"spill file {src.path} is {done} bytes, not {size}")
+        _pwrite(fd, memoryview(block), offset + done)
+        done += len(block)
 
 
 class _ZipWriter:
-    """A minimal deterministic zip writer: stored members, ZIP64 where sizes need it."""
+    """A minimal deterministic zip writer: stored members, a ZIP64 extra field in every
+    local header and ZIP64 records where sizes and offsets need them. Members are written
+    at explicit offsets of `fd`: `in_place` for data already at its reserved place, `copied`
+    for a spilled column appended at the end (`end`)."""
 
-    def __init__(self, f: Any) -> None:
-        self.f = f
+    def __init__(self, fd: int, end: int) -> None:
+        self.fd = fd
+        self.end = end
         self.entries: list[tuple[bytes, int, int, int]] = []  # name, crc, size, offset
 
-    def member(self, name: str, head: bytes, spill: _Spill) -> None:
-        raw = name.encode()
-        size = len(head) + spill.size
-        crc = crc32_combine(zlib.crc32(head), spill.crc, spill.size)
-        offset = self.f.tell()
+    @staticmethod
+    def local_size(name: str) -> int:
+        return _LOCAL.size + len(name.encode()) + 20
+
+    def _local(self, raw: bytes, crc: int, size: int) -> bytes:
         extra = struct.pack("<HHQQ", 1, 16, size, size)
-        self.f.write(_LOCAL.pack(0x04034B50, _ZIP64_VERSION, _flags(raw), 0, _DOS_TIME,
-                                 _DOS_DATE, crc, _MAX32, _MAX32, len(raw), len(extra)))
-        self.f.write(raw + extra + head)
-        _copy(spill.path, self.f, spill.size)
-        if self.f.tell() != offset + _LOCAL.size + len(raw) + len(extra) + size:
-            raise OSError(f"short copy of {spill.path} into {name}")
+        return _LOCAL.pack(0x04034B50, _ZIP64_VERSION, _flags(raw), 0, _DOS_TIME, _DOS_DATE,
+                           crc, _MAX32, _MAX32, len(raw), len(extra)) + raw + extra
+
+    def in_place(self, name: str, head: bytes, col: _Column, offset: int) -> None:
+        raw = name.encode()
+        size = len(head) + col.size
+        crc = col.member_crc(head)
+        local = self._local(raw, crc, size)
+        if offset + len(local) + len(head) != col.base:
+            raise RuntimeError(f"npz member {name} was reserved at the wrong offset")
+        _pwrite(self.fd, memoryview(local + head), offset)
         self.entries.append((raw, crc, size, offset))
 
+    def copied(self, name: str, head: bytes, col: _Column) -> None:
+        raw = name.encode()
+        size = len(head) + col.size
+        crc = col.member_crc(head)
+        local = self._local(raw, crc, size)
+        offset = self.end
+        _pwrite(self.fd, memoryview(local + head), offset)
+        _copy(col, self.fd, offset + len(local) + len(head))
+        self.entries.append((raw, crc, size, offset))
+        self.end = offset + len(local) + size
+
     def close(self) -> None:
-        start = self.f.tell()
+        start = self.end
+        out = []
         for raw, crc, size, offset in self.entries:
             big = [v for v in (size, size, offset) if v >= ZIP64_LIMIT]
             extra = struct.pack(f"<HH{len(big)}Q", 1, 8 * len(big), *big) if big else b""
-            self.f.write(_CENTRAL.pack(
+            out.append(_CENTRAL.pack(
                 0x02014B50, _MADE_BY, _ZIP64_VERSION, _flags(raw), 0, _DOS_TIME, _DOS_DATE,
                 crc, _small(size), _small(size), len(raw), len(extra), 0, 0, 0, _MODE,
-                _small(offset)))
-            self.f.write(raw + extra)
-        end = self.f.tell()
-        count, cd_size = len(self.entries), end - start
-        if count >= 0xFFFF or start >= ZIP64_LIMIT or cd_size >= ZIP64_LIMIT:
-            self.f.write(_EOCD64.pack(0x06064B50, _EOCD64.size - 12, _MADE_BY, _ZIP64_VERSION,
-                                      0, 0, count, count, cd_size, start))
-            self.f.write(_LOCATOR64.pack(0x07064B50, 0, end, 1))
-        self.f.write(_EOCD.pack(0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
-                                _small(cd_size), _small(start), 0))
+                _small(offset)) + raw + extra)
+        cd = b"".join(out)
+        end = start + len(cd)
+        count = len(self.entries)
+        if count >= 0xFFFF or start >= ZIP64_LIMIT or len(cd) >= ZIP64_LIMIT:
+            cd += _EOCD64.pack(0x06064B50, _EOCD64.size - 12, _MADE_BY, _ZIP64_VERSION, 0, 0,
+                               count, count, len(cd), start)
+            cd += _LOCATOR64.pack(0x07064B50, 0, end, 1)
+        cd += _EOCD.pack(0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
+                         _small(end - start), _small(start), 0)
+        _pwrite(self.fd, memoryview(cd), start)
+        os.ftruncate(self.fd, start + len(cd))
 
 
 def _small(value: int) -> int:
