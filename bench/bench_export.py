@@ -167,6 +167,7 @@ def child_export(args: list[str]) -> None:
     from replaybuf.file_log import FileLogConfig
 
     data_dir, fmt_, lsn_text, out = args[:4]
+    fmt_, _, codec = fmt_.partition(":")  # "parquet:zstd": a codec other than the default
     prof_path = args[4] if len(args) > 4 else ""
     lsn = None if lsn_text == "latest" else int(lsn_text)
     t0 = time.perf_counter()
@@ -187,7 +188,14 @@ def child_export(args: list[str]) -> None:
         t0 = time.perf_counter()
         if prof is not None:
             prof.enable()
-        manifest = engine.export(TABLE, out, as_of_lsn=lsn, format=fmt_)
+        if codec:  # Engine.export's steps, with the codec (the CLI's --compression)
+            from replaybuf.export import write_export
+
+            with engine.as_of(TABLE, lsn) as m:
+                manifest = write_export(m.chunks(), out, fmt_, info=m.info(), total=m.count,
+                                        compression=codec)
+        else:
+            manifest = engine.export(TABLE, out, as_of_lsn=lsn, format=fmt_)
         if prof is not None:
             prof.disable()
         wall = time.perf_counter() - t0
@@ -292,9 +300,12 @@ def main() -> None:
     p.add_argument("--version-limit", type=int, default=10_000,
                    help="limit of find_items by model version (a version has 100k items)")
     p.add_argument("--formats", nargs="+", default=["npz", "parquet"],
-                   choices=["npz", "parquet"])
+                   choices=["npz", "parquet", "parquet:zstd", "parquet:lz4", "parquet:none"],
+                   help="parquet:CODEC exports with that codec instead of the default (snappy)")
     p.add_argument("--profile", action="store_true",
                    help="also one cProfiled export per format and LSN (top functions in JSON)")
+    p.add_argument("--exports-only", action="store_true",
+                   help="skip the lineage and Subscribe measurements")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None,
                    help="data dir (default: under bench/out/); reused if filled alike")
@@ -314,10 +325,11 @@ def main() -> None:
     profiles: dict[str, str] = {}
     try:
         for fmt_ in a.formats:
+            tag = fmt_.replace(":", "-")  # in file names
             for label, lsn in (("asof", info["asof_lsn"]), ("latest", "latest")):
                 runs = []
                 for r in range(a.runs):
-                    out = scratch / f"{label}-{r}.{fmt_}"
+                    out = scratch / f"{label}-{r}.{tag}"
                     res = run_export(data_dir, fmt_, lsn, out)
                     log(f"export {fmt_} {label} run {r}: {res['items_per_s']:,.0f} items/s, "
                         f"+{res['rss_delta_mib']} MiB")
@@ -326,7 +338,7 @@ def main() -> None:
                         out.unlink()
                         Path(str(out) + ".manifest.json").unlink()
                 same = len({x["sha256"] for x in runs}) == 1
-                first = scratch / f"asof-0.{fmt_}"
+                first = scratch / f"asof-0.{tag}"
                 exports.append({
                     "format": fmt_, "as_of": label, "lsn": runs[0]["as_of_lsn"],
                     "items": runs[0]["items"], "file_mib": runs[0]["file_mib"],
@@ -338,16 +350,16 @@ def main() -> None:
                     "open_s_median": median(x["open_s"] for x in runs),
                     "same_content_every_run": same, "runs": runs})
                 if a.profile:
-                    prof = scratch / f"profile-{fmt_}-{label}.txt"
-                    run_export(data_dir, fmt_, lsn, scratch / f"prof.{fmt_}", prof)
+                    prof = scratch / f"profile-{tag}-{label}.txt"
+                    run_export(data_dir, fmt_, lsn, scratch / f"prof.{tag}", prof)
                     profiles[f"{fmt_}-{label}"] = prof.read_text()
             if first.exists():
-                latest = scratch / f"latest-0.{fmt_}"
+                latest = scratch / f"latest-0.{tag}"
                 same_bytes = first.read_bytes() == latest.read_bytes() if (
                     info["asof_lsn"] == info["last_lsn"]) else None
                 if same_bytes is False:
                     notes.append(f"{fmt_}: as-of and latest exports differ at the same LSN")
-        lineage, subscribe = _service_part(data_dir, info, a)
+        lineage, subscribe = ({}, {}) if a.exports_only else _service_part(data_dir, info, a)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     mach["loadavg_end"] = list(os.getloadavg())
