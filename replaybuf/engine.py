@@ -76,7 +76,7 @@ from replaybuf.table_snapshot import TableState, read_snapshot, remove_snapshot,
 from replaybuf.tensors import check_batch, from_batch, to_batch
 from replaybuf.v1 import events_pb2, tensor_pb2
 from replaybuf.view import Applied, View, ViewDamagedError
-from replaybuf.write_pipeline import InFlight, WritePipeline
+from replaybuf.write_pipeline import AppendTicket, InFlight, WritePipeline
 from replaybuf import audit
 from replaybuf.rolling_metrics import RollingMetrics
 
@@ -435,6 +435,24 @@ class Engine:
         timeout: float | None = None,
     ) -> AppendAck:
         """Append a columnar batch of n items; returns their ids once logged and applied.
+        ``begin_append(...).result()``: see `begin_append` for the arguments and errors."""
+
+        return self.begin_append(table, data, priorities=priorities, lineage=lineage,
+                                 producer_id=producer_id, producer_seq=producer_seq,
+                                 timeout=timeout).result()
+
+    def begin_append(
+        self, table: str, data: Mapping[str, np.ndarray] | tensor_pb2.ColumnarBatch, *,
+        priorities: Sequence[float] | np.ndarray | float | None = None,
+        lineage: Lineage | Mapping[str, object] | None = None,
+        producer_id: bytes | None = None, producer_seq: int | None = None,
+        timeout: float | None = None,
+    ) -> AppendTicket:
+        """Start an append of a columnar batch of n items: validate it, wait for the rate
+        limiter, assign ids and log its frame, in call order; `AppendTicket.result` then waits
+        for the fsync and the view apply and returns the `AppendAck`. A caller with several
+        batches (a server stream) can begin the next one before the last one's result: their
+        fsyncs and view writes are shared. Call ``result`` promptly, from one thread.
 
         Args:
             table: table name.
@@ -449,8 +467,9 @@ class Engine:
             timeout: seconds to wait for the rate limiter; None waits forever.
 
         Returns:
-            The ids and LSN range. If the table is full, the remover's victims are evicted in
-            the same log frame, before the items (``ItemsEvicted`` reason CAPACITY).
+            A ticket whose result holds the ids and LSN range. If the table is full, the
+            remover's victims are evicted in the same log frame, before the items
+            (``ItemsEvicted`` reason CAPACITY).
 
         Raises:
             TableNotFoundError, SignatureMismatchError, EmptyBatchError, InvalidPriorityError,
@@ -485,7 +504,8 @@ class Engine:
         else:
             to_batch({s.name: cols[s.name] for s in t.config.signature}, out=appended.data)
         lin.to_proto(appended.lineage)
-        with t.limiter.reserve_insert(n, timeout) as reservation:
+        reservation = t.limiter.reserve_insert(n, timeout)
+        try:
             with self._write_lock:
                 self._check_open()
                 if producer_id is not None:
@@ -496,8 +516,9 @@ class Engine:
                         self._pipeline.settle()  # the original is still in flight
                     if dup is not None:
                         reservation.release()
-                        return AppendAck(table, self._ids_of_frame(dup), dup.first_lsn,
-                                         dup.last_lsn, dup.durable, True, np.empty(0, np.uint64))
+                        return AppendTicket.done(AppendAck(
+                            table, self._ids_of_frame(dup), dup.first_lsn, dup.last_lsn,
+                            dup.durable, True, np.empty(0, np.uint64)))
                 if prios is None:
                     prios = np.full(n, t.default_priority())
                 victims = self._make_room(t, n)
@@ -517,17 +538,13 @@ class Engine:
                 pending, entry = self._begin(
                     events, producer_id=producer_id, producer_seq=producer_seq, columns=cols,
                     table=t.index, added=n, victims=victims)
-            # Outside the writer lock: the fsync (shared with appends queued meanwhile) and
-            # the view write, in LSN order (`replaybuf.write_pipeline`).
-            if entry is None:
-                ack = pending.wait()
-            else:
-                ack, _ = self._pipeline.finish(entry)
-            if ack.duplicate:
-                reservation.release()
-                ids, victims = self._ids_of_frame(ack), np.empty(0, np.uint64)
-        return AppendAck(table, ids, ack.first_lsn, ack.last_lsn, ack.durable, ack.duplicate,
-                         victims)
+        except BaseException:
+            reservation.release()
+            raise
+        # The fsync (shared with appends queued meanwhile) and the view write happen in
+        # `AppendTicket.result`, outside the writer lock (`replaybuf.write_pipeline`).
+        return AppendTicket(table, ids, victims, reservation, pending, entry, self._pipeline,
+                            self._ids_of_frame)
 
     def _make_room(self, t: Table, n: int) -> np.ndarray:
         """Ids to evict so that n more items fit in `t`, counting the appends in flight

@@ -33,14 +33,17 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Any
 import numpy as np
 
 from replaybuf.errors import FailedPreconditionError
 from replaybuf.log import AppendResult, PendingAppend
+from replaybuf.rate_limiter import Reservation
+from replaybuf.results import AppendAck
 from replaybuf.v1 import events_pb2
 from replaybuf.view import Applied
 
-__all__ = ["InFlight", "WritePipeline"]
+__all__ = ["AppendTicket", "InFlight", "WritePipeline"]
 
 Records = list[tuple[int, events_pb2.Event]]
 
@@ -105,6 +108,7 @@ class WritePipeline:
         self._added: dict[int, int] = {}
         self._victims: dict[int, list[np.ndarray]] = {}
         self._failure: BaseException | None = None
+        self._open = 0  # frames begun and not yet applied (queued, or taken by an applier)
 
     # -- under the writer lock ---------------------------------------------------------------
 
@@ -114,6 +118,7 @@ class WritePipeline:
 
         with self.state:
             self._queue.append(entry)
+            self._open += 1
             if entry.table >= 0:
                 self._added[entry.table] = self._added.get(entry.table, 0) + entry.added
                 if entry.victims.size:
@@ -132,7 +137,7 @@ class WritePipeline:
     def busy(self) -> bool:
         """Frames are in flight."""
 
-        return bool(self._queue)
+        return self._open > 0
 
     def settle(self) -> None:
         """Wait until every frame in flight is applied (call with the writer lock held, so
@@ -143,7 +148,7 @@ class WritePipeline:
         """
 
         with self._cond:
-            while self._queue and self._failure is None:
+            while self._open and self._failure is None:
                 self._cond.wait()
             self._raise_failure()
 
@@ -223,6 +228,7 @@ class WritePipeline:
                 e.done = True
                 if e.table >= 0:
                     self._forget(e)
+            self._open -= len(batch)
             self._cond.notify_all()
 
     def _forget(self, e: InFlight) -> None:
@@ -253,3 +259,63 @@ class WritePipeline:
             self._failure = exc
         self._fail(exc)
         self._cond.notify_all()
+
+
+class AppendTicket:
+    """An engine append whose frame is logged, in call order (`Engine.begin_append`).
+
+    `result` waits for the frame's fsync and view apply (`WritePipeline.finish`), settles the
+    rate-limiter reservation (committed, or released on an error or a duplicate) and returns
+    the `AppendAck`; later calls return the same ack. Call it promptly and from one thread:
+    under group commit the caller may hold the log's committer role, which the frames queued
+    behind it wait for.
+    """
+
+    __slots__ = ("_table", "_ids", "_victims", "_reservation", "_pending", "_entry",
+                 "_pipeline", "_ids_of_frame", "_ack")
+
+    def __init__(self, table: str, ids: np.ndarray, victims: np.ndarray,
+                 reservation: Reservation | None, pending: PendingAppend | None,
+                 entry: InFlight | None, pipeline: WritePipeline | None,
+                 ids_of_frame: Callable[[AppendResult], np.ndarray] | None) -> None:
+        self._table, self._ids, self._victims = table, ids, victims
+        self._reservation, self._pending, self._entry = reservation, pending, entry
+        self._pipeline, self._ids_of_frame = pipeline, ids_of_frame
+        self._ack: AppendAck | None = None
+
+    @classmethod
+    def done(cls, ack: AppendAck) -> AppendTicket:
+        """A ticket answered already (a producer's retry found in the log)."""
+
+        t = cls(ack.table, ack.item_ids, ack.evicted_ids, None, None, None, None, None)
+        t._ack = ack
+        return t
+
+    def result(self) -> AppendAck:
+        """The append's ack once its frame is durable and applied.
+
+        Raises:
+            DurabilityError, FailedPreconditionError: the log or the view failed (the
+                engine is now failed; reopening recovers from the log).
+        """
+
+        if self._ack is not None:
+            return self._ack
+        res: Any = self._reservation
+        try:
+            if self._entry is None:
+                ack = self._pending.wait()  # type: ignore[union-attr]
+            else:
+                ack, _ = self._pipeline.finish(self._entry)  # type: ignore[union-attr]
+        except BaseException:
+            res.release()
+            raise
+        ids, victims = self._ids, self._victims
+        if ack.duplicate:
+            res.release()
+            ids, victims = self._ids_of_frame(ack), np.empty(0, np.uint64)  # type: ignore[misc]
+        else:
+            res.commit()
+        self._ack = AppendAck(self._table, ids, ack.first_lsn, ack.last_lsn, ack.durable,
+                              ack.duplicate, victims)
+        return self._ack

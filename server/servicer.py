@@ -44,6 +44,7 @@ from replaybuf.materialize import DEFAULT_CHUNK_ITEMS
 from replaybuf.table_config import TableConfig
 from replaybuf.v1 import events_pb2, service_pb2, service_pb2_grpc
 
+from .append_stream import serve_appends
 from .codec import encode_log_event, encode_sample, passthrough_serializer
 from .metrics import EngineSnapshot, ServerMetrics, TableSnapshot
 from .status import streaming, unary
@@ -141,11 +142,12 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
         self._metrics.observe(method, code, seconds)
 
     @contextmanager
-    def _engine_call(self) -> Iterator[Engine]:
-        """Count a call into the engine; refuse it once shutdown began."""
+    def _engine_call(self, *, finishing: bool = False) -> Iterator[Engine]:
+        """Count a call into the engine; refuse it once shutdown began, unless it
+        `finishing` one that began before (an append's fsync and view write)."""
 
         with self._calls_cond:
-            if self._shutdown.is_set():
+            if self._shutdown.is_set() and not finishing:
                 raise UnavailableError(
                     "the server is shutting down; retry on another server or after it restarts"
                 )
@@ -248,21 +250,16 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
         self, request_iterator: Iterator[service_pb2.AppendRequest], context: grpc.ServicerContext
     ) -> Iterator[Any]:
         """One engine append and one ack per request, in order; the first bad batch ends the
-        stream with its status. Waits for the rate limiter as long as the client stays."""
+        stream with its status (after the acks of the requests before it). Up to
+        `APPEND_WINDOW` requests are in flight at once, sharing fsyncs and view writes
+        (`server.append_stream`). Waits for the rate limiter as long as the client stays."""
 
         requests = ReadAhead(request_iterator, self._shutdown)
         self._metrics.active_streams.labels("Append").inc()
         try:
-            for request in requests:
-                started = time.perf_counter()
-                ack = self._append_one(request, context)
-                self._metrics.latency.labels("Append").observe(time.perf_counter() - started)
-                if ack.duplicate:
-                    self._metrics.duplicate_appends.labels(request.table).inc()
-                else:
-                    self._metrics.appends.labels(request.table).inc()
-                    self._metrics.items_appended.labels(request.table).inc(len(ack.item_ids))
-                yield ack.to_proto(request.producer_seq)
+            yield from serve_appends(
+                requests, lambda request: self._begin_append(request, context),
+                self._finish_append)
             if requests.stopped:
                 raise self._shutting_down_error("Append")
         except Cancelled:
@@ -271,7 +268,9 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             requests.close()
             self._metrics.active_streams.labels("Append").dec()
 
-    def _append_one(self, request: service_pb2.AppendRequest, context: grpc.ServicerContext) -> Any:
+    def _begin_append(self, request: service_pb2.AppendRequest,
+                      context: grpc.ServicerContext) -> tuple[Any, float]:
+        started = time.perf_counter()
         data = request.data  # the engine validates and logs the encoded batch as it came
         priorities = None
         if request.priorities:
@@ -284,8 +283,8 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
                 f"producer_seq={request.producer_seq} without producer_id; send the 16-byte "
                 "producer_id with it (or neither, to opt out of deduplication)"
             )
-        return self._blocking(
-            lambda e, wait: e.append(
+        ticket = self._blocking(
+            lambda e, wait: e.begin_append(
                 request.table, data, priorities=priorities, lineage=lineage,
                 producer_id=producer_id, producer_seq=producer_seq, timeout=wait,
             ),
@@ -293,6 +292,19 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             cancelled=lambda: not context.is_active(),
             what=f"Append to table {request.table!r}",
         )
+        return ticket, started
+
+    def _finish_append(self, begun: tuple[Any, float], request: service_pb2.AppendRequest) -> Any:
+        ticket, started = begun
+        with self._engine_call(finishing=True):
+            ack = ticket.result()
+        self._metrics.latency.labels("Append").observe(time.perf_counter() - started)
+        if ack.duplicate:
+            self._metrics.duplicate_appends.labels(request.table).inc()
+        else:
+            self._metrics.appends.labels(request.table).inc()
+            self._metrics.items_appended.labels(request.table).inc(len(ack.item_ids))
+        return ack.to_proto(request.producer_seq)
 
     # -- sample -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 from replaybuf.errors import InvalidArgumentError, ReplayError
 
 __all__ = [
-    "END", "Failure", "Cancelled", "ReadAhead", "Credit", "CreditReader", "follow", "WAIT_SLICE",
+    "END", "NOTHING", "Failure", "Cancelled", "ReadAhead", "Credit", "CreditReader", "follow", "WAIT_SLICE",
 ]
 
 #: Seconds a blocked call waits (for the rate limiter, a request, an event) before checking
@@ -25,6 +25,9 @@ WAIT_SLICE = 0.2
 
 #: Marks the normal end of a queue of items.
 END = object()
+
+#: `ReadAhead.get`: no request arrived in time.
+NOTHING = object()
 
 
 class Failure:
@@ -102,18 +105,33 @@ class ReadAhead:
 
     def __iter__(self) -> Iterator[Any]:
         while True:
-            if self._shutdown.is_set():
-                self.stopped = True
-                return
-            try:
-                item = self._queue.get(timeout=WAIT_SLICE)
-            except queue.Empty:
-                continue
+            item = self.get(WAIT_SLICE)
             if item is END:
                 return
-            if isinstance(item, Failure):
-                raise Cancelled() from item.exc
-            yield item
+            if item is not NOTHING:
+                yield item
+
+    def get(self, timeout: float) -> Any:
+        """The next request; `NOTHING` if none arrived within `timeout` seconds (0: do not
+        wait); `END` at the client's end of the stream, or once the server shuts down (then
+        `stopped` is True).
+
+        Raises:
+            Cancelled: the client went away or the call failed.
+        """
+
+        if self._shutdown.is_set():
+            self.stopped = True
+            return END
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return NOTHING
+        if isinstance(item, Failure):
+            raise Cancelled() from item.exc
+        if item is END:
+            self._queue.put(END)  # later calls see the end too
+        return item
 
     def close(self) -> None:
         self._closed.set()
