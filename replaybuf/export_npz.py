@@ -76,22 +76,15 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     def square(mat: list[int]) -> list[int]:
         return [times(mat, row) for row in mat]
 
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
-    even = square(odd)  # two zero bits
-    odd = square(even)  # four
-    while True:
-        even = square(odd)
+    op = [0xEDB88320] + [1 << n for n in range(31)]  # appending one zero bit
+    for _ in range(3):
+        op = square(op)  # two, four, eight zero bits: one zero byte
+    while len2:  # op appends 2**k zero bytes; apply it for each bit k of len2
         if len2 & 1:
-            crc1 = times(even, crc1)
+            crc1 = times(op, crc1)
         len2 >>= 1
-        if not len2:
-            break
-        odd = square(even)
-        if len2 & 1:
-            crc1 = times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
+        if len2:
+            op = square(op)
     return crc1 ^ crc2
 
 
