@@ -38,6 +38,7 @@ import numpy as np
 
 from replaybuf.applier import Applied
 from replaybuf.errors import DataLossError, FailedPreconditionError, ViewDamagedError
+from replaybuf.gather import RowGather
 from replaybuf.rate_limiter import RateLimiter, RateLimiterState
 from replaybuf.seeding import Reseeder
 from replaybuf.selectors import PrioritizedSelector, Selector, make_selector
@@ -221,22 +222,16 @@ class Table:
         row = np.dtype([(s.name, s.dtype, s.shape) for s in config.signature], align=True)
         self._field_names = tuple(config.field_names)
         if row.itemsize <= _PACKED_ROW_MAX:
-            # Small rows (W2: 168 bytes) live in one record array: a sample is one fancy index
-            # of opaque records (a memcpy each; indexing the structured dtype itself would
-            # convert field by field), and each field is a strided view of that copy.
+            # Small rows (W2: 168 bytes) live in one record array: a sample copies one
+            # opaque record per row, and each field is a strided view of that copy.
             self._rows: np.ndarray | None = np.zeros(cap, row)
-            self._rows_void = self._rows.view(np.dtype((np.void, row.itemsize)))
             self._columns = {s.name: self._rows[s.name] for s in config.signature}
-            self._rowviews: dict[str, np.ndarray] = {}
         else:
             # Large rows (images): one array per field, so a sample copies each byte once.
             self._rows = None
             self._columns = {s.name: np.zeros((cap, *s.shape), s.dtype)
                              for s in config.signature}
-            # Multi-dimensional fields gather fastest as one opaque row each (numpy's fancy
-            # indexing of a 2-D array iterates the inner axis per index).
-            self._rowviews = {n: c.reshape(cap, -1).view(np.dtype((np.void, c[0].nbytes)))[:, 0]
-                              for n, c in self._columns.items() if c.ndim > 1 and c[0].nbytes}
+        self._gatherer = RowGather()  # compiled row copies into recycled sample buffers
         # Request id and source per slot, so a sample needs no view read. Set on append,
         # cleared on evict; after a load they are filled lazily from the view (strings_missing).
         self._req = np.full(cap, "", dtype=object)
@@ -596,12 +591,7 @@ class Table:
             slots = np.asarray(res.slots, dtype=np.int64)
             uniq, counts = _unique_counts(slots)
             self._times[uniq] += counts.astype(np.uint64)
-            names = self._field_names if fields is None else fields
-            if self._rows is not None:
-                got = self._rows_void[slots].view(self._rows.dtype)
-                data = {n: got[n] for n in names}
-            else:
-                data = {n: self._gather(n, slots) for n in names}
+            data = self._gather(slots, self._field_names if fields is None else fields)
             draw = Draw(
                 ids=self._ids[slots].copy(),
                 data=data,
@@ -620,12 +610,14 @@ class Table:
             draw.retired = self._retire(uniq)
         return draw
 
-    def _gather(self, name: str, slots: np.ndarray) -> np.ndarray:
-        col = self._columns[name]
-        rows = self._rowviews.get(name)
-        if rows is None:
-            return col[slots]
-        return rows[slots].view(col.dtype).reshape(slots.size, *col.shape[1:])
+    def _gather(self, slots: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The named fields' rows at slots, in buffers the table reuses once the caller
+        drops them (`replaybuf.gather`). Holds the lock."""
+
+        if self._rows is not None:
+            (got,) = self._gatherer.gather((self._rows,), slots)
+            return {n: got[n] for n in names}
+        return dict(zip(names, self._gatherer.gather([self._columns[n] for n in names], slots)))
 
     def cache_strings(self, ids: np.ndarray, request_ids: Sequence[str],
                       sources: Sequence[str]) -> None:

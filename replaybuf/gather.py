@@ -1,0 +1,336 @@
+"""Row gathers for samples: compiled row copies, shared by the cores, into recycled buffers.
+
+A sample copies the drawn rows of each column (`replaybuf.table.Table` keeps one column per
+field, or one record array for small rows) into new arrays handed to the caller. For image
+rows (W3: 2 x 28 KB per item, 14 MB per batch of 256) that copy is most of a sample, and two
+costs dominate it besides the bytes themselves:
+
+- Fresh output arrays: a new 7 MB array is fresh memory from the kernel, so every batch pays
+  a page fault and a zeroed page per 4 KB before the first byte is copied (about as much CPU
+  as the copy). `OutputPool` recycles a batch's buffer once nothing references it any more
+  (CPython's reference count: the caller dropped the sample and every view of it), so a
+  learner that keeps one or two batches at a time reuses two buffers forever.
+- One core: the copy of a large batch is cut into chunks that the caller's thread and
+  helper threads claim from one shared iterator (`_copy_rows` releases the GIL). A helper
+  that is busy or not scheduled just claims fewer chunks; the caller never waits for a chunk
+  nobody started. Below `PARALLEL_MIN_BYTES` the caller copies alone (a hand-off costs ~20 us).
+
+Under ``NUMBA_DISABLE_JIT=1`` the copy is numpy's fancy indexing (the same bytes).
+
+Thread-safety: `RowGather.gather` may be called from several threads only under a lock the
+caller holds (the table's), because the pool is not locked; the helper threads are shared by
+the process and safe to use from any thread.
+
+Example::
+
+    g = RowGather()
+    col = np.arange(12, dtype=np.int64).reshape(6, 2)
+    (out,) = g.gather([col], np.array([4, 0, 4]))
+    assert out.tolist() == [[8, 9], [0, 1], [8, 9]]
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+from numba import config as _numba_config
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from replaybuf._simd import JIT_OPTIONS
+
+__all__ = ["RowGather", "OutputPool", "PARALLEL_MIN_BYTES", "CHUNK_BYTES", "helper_count"]
+
+#: A batch smaller than this is copied by the caller's thread alone.
+PARALLEL_MIN_BYTES = 1 << 20
+#: Bytes per chunk claimed by one thread (small enough to balance two threads, large enough
+#: that the per-chunk dispatch, a few microseconds, stays near 1% of the copy).
+CHUNK_BYTES = 1 << 20
+#: Buffers an `OutputPool` keeps for reuse.
+POOL_SIZE = 4
+_ENV_HELPERS = "REPLAYBUF_GATHER_HELPERS"
+_ALIGN = 64  # each field's rows start on a cache line of the shared buffer
+# Columns of the per-field table handed to the kernel.
+_SRC, _ROW, _OFF, _ROWS = range(4)
+
+
+if _numba_config.DISABLE_JIT:
+    _memcpy = None
+
+    def _copy_chunks(buf: np.ndarray, fields: np.ndarray, slots: np.ndarray,
+                     chunks: np.ndarray, c0: int, c1: int) -> int:
+        raise AssertionError("RowGather copies with numpy without JIT")
+else:
+    @intrinsic
+    def _memcpy(typingctx: Any, dst: Any, src: Any, nbytes: Any) -> Any:  # pragma: no cover
+        """memcpy(dst, src, nbytes) on integer addresses (llvm.memcpy: glibc's memcpy for
+        large rows, inline moves for small ones)."""
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            d, s, n = args
+            i8p = ir.IntType(8).as_pointer()
+            cgutils.raw_memcpy(builder, builder.inttoptr(d, i8p), builder.inttoptr(s, i8p), n, 1)
+            return context.get_dummy_value()
+
+        return types.void(types.intp, types.intp, types.intp), codegen
+
+    @njit(**JIT_OPTIONS)
+    def _copy_chunks(buf: np.ndarray, fields: np.ndarray, slots: np.ndarray,
+                     chunks: np.ndarray, c0: int, c1: int) -> int:  # pragma: no cover
+        """Copy chunks ``c0 .. c1-1``; chunk ``(f, lo, hi)`` copies rows ``slots[lo:hi]`` of
+        field f (``fields[f]``: source address, row bytes, offset in buf, source rows) to
+        rows ``lo .. hi-1`` of its part of buf. Returns how many slots were out of range
+        (their rows are left as they were)."""
+
+        base = buf.ctypes.data
+        bad = 0
+        for c in range(c0, c1):
+            f, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            src, row, dst, rows = fields[f, 0], fields[f, 1], base + fields[f, 2], fields[f, 3]
+            for i in range(lo, hi):
+                s = slots[i]
+                if s < 0 or s >= rows:
+                    bad += 1
+                else:
+                    _memcpy(dst + i * row, src + s * row, row)
+        return bad
+
+
+class OutputPool:
+    """Byte buffers for sampled batches, reused once nothing else references them.
+
+    A buffer is free when its reference count shows only the pool: every array handed out
+    is a view whose ``base`` is the buffer, and so is anything built on one without a copy
+    (a slice, ``torch.from_numpy``, a memoryview), so a batch still in use is never
+    overwritten. Keeps at most `size` buffers; beyond that a batch gets a buffer of its own.
+    Cost: O(size) reference checks per `take`. Not thread-safe (the caller's lock).
+    """
+
+    def __init__(self, size: int = POOL_SIZE) -> None:
+        self._size = size
+        self._bufs: list[np.ndarray] = []
+
+    # References to a free buffer while `take` looks at it: the pool's list, the loop
+    # variable and getrefcount's argument.
+    _FREE_REFS = 3
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A uint8 buffer of exactly `nbytes` whose contents nobody else can see."""
+
+        stale = -1
+        for i in range(len(self._bufs)):  # not enumerate: its cached tuple holds a reference
+            buf = self._bufs[i]
+            if sys.getrefcount(buf) <= self._FREE_REFS:
+                if buf.size == nbytes:
+                    return buf
+                stale = i
+        fresh = np.empty(nbytes, np.uint8)
+        if stale >= 0:
+            self._bufs[stale] = fresh
+        elif len(self._bufs) < self._size:
+            self._bufs.append(fresh)
+        return fresh
+
+    def __len__(self) -> int:
+        return len(self._bufs)
+
+
+class _Job:
+    """Chunks of one gather, claimed one at a time by whichever thread is free."""
+
+    __slots__ = ("args", "claim", "busy", "bad", "error")
+
+    def __init__(self, args: tuple[Any, ...], n_chunks: int) -> None:
+        self.args = args
+        self.claim: Iterator[int] = iter(range(n_chunks))  # next() is atomic under the GIL
+        self.busy = threading.Lock()
+        self.bad: list[int] = []  # one count per thread (list.append is atomic)
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        args = self.args
+        bad = 0
+        for c in self.claim:
+            bad += _copy_chunks(*args, c, c + 1)
+        self.bad.append(bad)
+
+
+def _helpers_wanted() -> int:
+    """``REPLAYBUF_GATHER_HELPERS`` if set (0: every gather on the caller's thread), else one
+    per core available to the process beyond the first (at most 7)."""
+
+    env = os.environ.get(_ENV_HELPERS, "").strip()
+    if env:
+        if not env.isdigit():
+            raise ValueError(f"{_ENV_HELPERS}={env!r}; set it to a whole number of threads "
+                             f"(0 copies on the sampling thread only) or unset it")
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(0, min(cores, 8) - 1)
+
+
+class _Helpers:
+    """Process-wide daemon threads that copy chunks beside the caller (one per extra core).
+
+    They idle on a queue; a forked child starts its own on first use.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Job] | None = None
+        self._pid = 0
+        self.count = 0
+
+    def started(self) -> _Helpers:
+        """Start the threads on first use, and again in a forked child (threads don't
+        survive a fork)."""
+
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._start()
+        return self
+
+    def submit(self, job: _Job) -> None:
+        """Offer `job` to every helper (none on one core: the caller copies alone)."""
+
+        q = self.started()._queue
+        for _ in range(self.count if q is not None else 0):
+            q.put(job)  # type: ignore[union-attr]
+
+    def _start(self) -> None:
+        self.count = _helpers_wanted()
+        self._queue = queue.SimpleQueue() if self.count else None
+        self._pid = os.getpid()
+        for i in range(self.count):
+            threading.Thread(target=self._run, args=(self._queue,), daemon=True,
+                             name=f"replaybuf-gather-{i}").start()
+
+    @staticmethod
+    def _run(q: queue.SimpleQueue[_Job]) -> None:
+        while True:
+            job = q.get()
+            with job.busy:
+                try:
+                    job.work()
+                except BaseException as exc:  # handed to the caller, who raises it
+                    job.error = exc
+            del job
+
+
+_HELPERS = _Helpers()
+
+
+def helper_count() -> int:
+    """Helper threads a large gather is shared with (cores available to us, minus one)."""
+
+    return _HELPERS.started().count
+
+
+class _Plan:
+    """How one list of columns and batch size lay out in a buffer (cached per table)."""
+
+    __slots__ = ("columns", "fields", "chunks", "total", "parts")
+
+    def __init__(self, columns: tuple[np.ndarray, ...], n: int) -> None:
+        self.columns = columns  # keeps the source addresses alive
+        self.fields = np.zeros((len(columns), 4), np.int64)
+        chunks, parts, total = [], [], 0
+        for f, col in enumerate(columns):
+            if not col.flags.c_contiguous:
+                raise ValueError(f"column {f} is not C-contiguous; gathered columns must be")
+            row = col[:1].nbytes
+            self.fields[f] = (col.ctypes.data, row, total, col.shape[0])
+            parts.append((total, n * row, col.dtype, (n, *col.shape[1:])))
+            if row:
+                step = max(1, CHUNK_BYTES // row)
+                chunks.extend((f, a, min(a + step, n)) for a in range(0, n, step))
+            total += -(-n * row // _ALIGN) * _ALIGN
+        self.chunks = np.array(chunks, np.int64).reshape(-1, 3)
+        self.total = total
+        self.parts = parts
+
+
+class RowGather:
+    """Gathers drawn rows of several columns into one recycled buffer (see module docstring).
+
+    Cost: O(batch x row bytes) copied, shared by up to ``1 + helper_count()`` threads for a
+    batch of `PARALLEL_MIN_BYTES` or more, plus ~10 us of fixed cost. Not thread-safe (call
+    under the table's lock).
+    """
+
+    def __init__(self, pool_size: int = POOL_SIZE, *, parallel: bool = True) -> None:
+        self.pool = OutputPool(pool_size)
+        self._parallel = parallel
+        self._plans: dict[tuple[int, ...], _Plan] = {}
+
+    def _plan(self, columns: Sequence[np.ndarray], n: int) -> _Plan:
+        key = (n, *map(id, columns))
+        plan = self._plans.get(key)
+        if plan is None or any(a is not b for a, b in zip(plan.columns, columns)):
+            if len(self._plans) >= 64:  # columns replaced or many batch sizes: start over
+                self._plans.clear()
+            plan = self._plans[key] = _Plan(tuple(columns), n)
+        return plan
+
+    def gather(self, columns: Sequence[np.ndarray], slots: np.ndarray) -> list[np.ndarray]:
+        """``[col[slots] for col in columns]``, as views of one pooled buffer.
+
+        Args:
+            columns: C-contiguous arrays with the rows on axis 0 (any dtype, records too).
+            slots: int64 row indexes, each in ``[0, len(col))``.
+
+        Raises:
+            IndexError: a slot is out of range for a column.
+        """
+
+        n = int(slots.size)
+        plan = self._plan(columns, n)
+        buf = self.pool.take(plan.total)
+        outs = [buf[off:off + nb].view(dt).reshape(shape) for off, nb, dt, shape in plan.parts]
+        if _memcpy is None:  # no JIT: numpy gathers the same bytes (record padding included)
+            bad = int(np.count_nonzero((slots < 0) | (slots >= plan.fields[:, _ROWS].min(
+                initial=n and int(slots.max()) + 1)))) if n else 0
+            if bad:
+                raise IndexError(f"{bad} of {n} slots are outside the columns' rows")
+            for (off, nb, _, _), col in zip(plan.parts, columns):
+                if nb:
+                    rows = col.reshape(col.shape[0], -1).view(np.uint8)
+                    buf[off:off + nb].reshape(n, -1)[...] = rows[slots]
+            return outs
+        args = (buf, plan.fields, np.ascontiguousarray(slots, np.int64), plan.chunks)
+        k = len(plan.chunks)
+        if self._parallel and k > 1 and plan.total >= PARALLEL_MIN_BYTES:
+            bad = self._share(args, k)
+        else:
+            bad = _copy_chunks(*args, 0, k)
+        if bad:
+            raise IndexError(f"{bad} of {n} slots are outside the columns' rows")
+        return outs
+
+    @staticmethod
+    def _share(args: tuple[Any, ...], k: int) -> int:
+        job = _Job(args, k)
+        _HELPERS.submit(job)
+        try:
+            job.work()
+        finally:
+            # Whatever happened, no helper may still write into the buffer once it can be
+            # reused: wait for one that claimed a chunk (a helper that never started
+            # finds nothing left to claim).
+            with job.busy:
+                job.args = ()
+        if job.error is not None:
+            raise job.error
+        return sum(job.bad)
