@@ -3,11 +3,17 @@
 A sample is served from RAM and counted there at once (times sampled, retirements, the rate
 limiter); the recorder then logs it through the engine's writer path, so the counts survive a
 restart without an fsync on the sampling path. Pending draws are coalesced: the recorder waits
-up to a short window for more, then logs at most `RecordedDraw` frame's worth per turn of the
-writer lock, so appends waiting on that (fair) lock get in between.
+up to a short window for more, then logs at most a frame's worth per turn of the writer lock,
+so appends waiting on that (fair) lock get in between.
 
-A crash forgets the draws not yet logged (the last few milliseconds). `SampleRecorder.wait`
-blocks until everything submitted so far is logged.
+A turn costs about 0.7 ms of CPU (a log frame and a view commit, each synced) besides its
+draws (measured: ~1 ms for a turn of 3 W3 draws), so turns start at least `MIN_TURN_GAP` apart unless a frame is full, a caller waits
+(`SampleRecorder.wait`) or the recorder stops: with slow draws (W3's 14 MB batches, one every
+few ms) a turn then takes several draws instead of one or two, and the fixed cost no longer
+competes with the samplers for the cores.
+
+A crash forgets the draws not yet logged (the last few tens of milliseconds).
+`SampleRecorder.wait` blocks until everything submitted so far is logged.
 
 Thread-safety: every method is thread-safe. ``write`` is always called with the writer lock
 held, from the recorder thread or from `SampleRecorder.flush_locked`.
@@ -25,7 +31,10 @@ import numpy as np
 
 from replaybuf.locks import FairLock
 
-__all__ = ["RecordedDraw", "SampleRecorder"]
+__all__ = ["RecordedDraw", "SampleRecorder", "MIN_TURN_GAP"]
+
+#: Seconds between the starts of two turns when nothing asks for sooner (see module docstring).
+MIN_TURN_GAP = 0.025
 
 _logger = logging.getLogger(__name__)
 
@@ -57,7 +66,7 @@ class SampleRecorder:
     def __init__(self, *, write: Callable[[list[RecordedDraw]], None], lock: FairLock,
                  max_pending: int, window: float, frame: int = 256,
                  on_error: Callable[[BaseException], None] | None = None,
-                 name: str = "replaybuf-recorder") -> None:
+                 name: str = "replaybuf-recorder", min_gap: float = MIN_TURN_GAP) -> None:
         """Start the recorder thread.
 
         Args:
@@ -67,6 +76,8 @@ class SampleRecorder:
             window: seconds to wait for more draws before logging.
             frame: most draws logged per turn of the lock (up to 4x under a backlog).
             on_error: called once if `write` raises in the thread (which then stops).
+            min_gap: seconds between the starts of turns unless a frame is full, a caller
+                waits, half of `max_pending` is reached or the recorder stops.
         """
 
         self._write = write
@@ -74,6 +85,8 @@ class SampleRecorder:
         self._max = max_pending
         self._window = window
         self._frame = frame
+        self._min_gap = min_gap
+        self._waiters = 0  # threads in wait(): log now rather than after the gap
         self._on_error = on_error
         self._cond = threading.Condition()
         self._pending: list[RecordedDraw] = []
@@ -93,8 +106,10 @@ class SampleRecorder:
             self._pending.append(draw)
             self._submitted += 1
             # Wake the recorder only when it has something new to decide: the first draw of
-            # a frame, or a full frame. A wake per draw costs both threads a GIL hand-off.
-            if len(self._pending) == 1 or len(self._pending) == self._frame:
+            # a frame, a full frame, or a backlog. A wake per draw costs both threads a GIL
+            # hand-off.
+            n = len(self._pending)
+            if n == 1 or n == self._frame or n == self._max // 2:
                 self._cond.notify_all()
 
     def flush_locked(self, limit: int | None = None) -> None:
@@ -122,23 +137,32 @@ class SampleRecorder:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._submitted
-            while self._recorded < target and self.error is None:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(
-                        f"{target - self._recorded} draws not logged after {timeout} s"
-                    )
-                self._cond.wait(0.05 if left is None else min(left, 0.05))
+            if self._recorded >= target:
+                return
+            self._waiters += 1
+            self._cond.notify_all()  # the recorder skips the rest of its gap
+            try:
+                while self._recorded < target and self.error is None:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(
+                            f"{target - self._recorded} draws not logged after {timeout} s"
+                        )
+                    self._cond.wait(0.05 if left is None else min(left, 0.05))
+            finally:
+                self._waiters -= 1
 
     def _run(self) -> None:
+        started = -float("inf")  # when the last turn began
         while True:
             with self._cond:
                 while not self._pending and not self._stop:
                     self._cond.wait()
                 if not self._pending and self._stop:
                     return
-                deadline = time.monotonic() + self._window
-                while not self._stop and len(self._pending) < self._frame:
+                deadline = max(time.monotonic() + self._window, started + self._min_gap)
+                enough = min(self._frame, self._max // 2)
+                while not self._stop and not self._waiters and len(self._pending) < enough:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -148,6 +172,7 @@ class SampleRecorder:
                 backlog = len(self._pending)
                 take = self._frame if backlog < 2 * self._frame else min(backlog,
                                                                          4 * self._frame)
+            started = time.monotonic()
             with self._lock:
                 try:
                     self.flush_locked(take)
