@@ -13,7 +13,6 @@ Not thread-safe: one `Batch` lives inside one write transaction of the writer th
 
 from __future__ import annotations
 
-import itertools
 import logging
 import struct
 from collections.abc import Callable, Mapping
@@ -25,8 +24,10 @@ import numpy as np
 
 from replaybuf import hot_meta
 from replaybuf.hot_meta import Pending, PrioUpdates
+from replaybuf.new_items import FLUSH_ITEMS, NewItems
 from replaybuf.errors import DataLossError, ViewDamagedError
 from replaybuf.table_config import TableConfig
+from replaybuf.new_items import records as _records
 from replaybuf.tensors import from_tensor
 from replaybuf.v1 import events_pb2
 
@@ -92,6 +93,9 @@ class Applied:
         count: for ``items_sampled``, the number of draws in the event (present or not).
         rows: for ``items_appended``, the decoded payloads (`row_dtype` records), so that the
             RAM mirror does not decode the tensors again.
+        lineage: for ``items_appended``, the numeric lineage columns (n values each).
+        strings: for ``items_appended``, the request ids and sources as logged (0, 1 or n
+            each).
     """
 
     kind: str
@@ -103,6 +107,8 @@ class Applied:
     event: events_pb2.Event
     count: int = 0
     rows: np.ndarray | None = None
+    lineage: dict[str, np.ndarray] | None = None
+    strings: tuple[list[str], list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,12 +142,6 @@ def item_keys(ids: np.ndarray) -> list[bytes]:
     return np.ascontiguousarray(ids, dtype=">u8").view("V8").tolist()  # bytes objects
 
 
-def _records(arr: np.ndarray) -> list[bytes]:
-    """One bytes object per record of a contiguous structured array (one copy)."""
-
-    return np.ascontiguousarray(arr).view(np.dtype((np.void, arr.itemsize))).tolist()
-
-
 def _broadcast(values: Any, n: int) -> list[str]:
     """A lineage string column as n values: 0 entries -> "", 1 -> repeated, n -> as is
     (longer or shorter lists repeat their last entry, as the engine validated them)."""
@@ -152,10 +152,6 @@ def _broadcast(values: Any, n: int) -> list[str]:
     if not vals:
         return [""] * n
     return vals[:n] + [vals[-1]] * (n - len(vals)) if len(vals) < n else vals[:n]
-
-
-#: Key of ``by_episode`` / ``by_model_version``: u32 table, u64 value, u64 item id (big-endian).
-_INDEX_KEY = np.dtype([("table", ">u4"), ("value", ">u8"), ("id", ">u8")])
 
 
 def encode_strings(request_id: bytes, source: bytes) -> bytes:
@@ -196,6 +192,7 @@ class Batch:
         self.pending = pending if pending is not None else Pending(0)
         self.pending_after = self.pending  # the state after this transaction (`finish`)
         self._columns = columns or {}  # LSN -> decoded arrays of a live ItemsAppended
+        self._new = NewItems(txn, dbs)  # records of appends, written in bulk
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -212,6 +209,7 @@ class Batch:
     def _metas(self, idx: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Present items of table idx among ids: (positions into ids, META records)."""
 
+        self._new.flush()  # the appends so far, which these may name
         keys = item_keys(ids)
         found = self._cursor("item_meta").getmulti(keys)
         if not found:
@@ -367,42 +365,34 @@ class Batch:
             col = getattr(lin, name)
             if len(col):
                 metas[name] = np.asarray(col)
-        keys = item_keys(ids)
-        added = self._cursor("items").putmulti(list(zip(keys, _records(rows))), append=True)[1]
-        added += self._cursor("item_meta").putmulti(list(zip(keys, _records(metas))),
-                                                    append=True)[1]
-        if added != 2 * n:
-            raise ViewDamagedError(f"ItemsAppended at LSN {lsn}: ids {int(ids[0])}.. exist")
-        # Index keys are built as packed big-endian records in numpy, then split into bytes.
-        by = np.empty(n, _INDEX_KEY)
-        by["table"] = rec.index
+        # Written in bulk with the other appends of this transaction (`replaybuf.new_items`).
         biased = metas["model_version"].astype(np.int64).view(np.uint64) ^ np.uint64(
             MODEL_VERSION_BIAS)
-        for db, value in (("by_episode", metas["episode_id"]), ("by_model_version", biased)):
-            order = np.lexsort((ids, value))  # key order, so LMDB inserts near each other
-            by["value"], by["id"] = value[order], ids[order]
-            self._cursor(db).putmulti(list(zip(_records(by), itertools.repeat(b""))))
-        reqs = [r.encode() for r in _broadcast(lin.request_id, n)]
-        srcs = [s.encode() for s in _broadcast(lin.source, n)]
-        if any(reqs) or any(srcs):
+        self._new.add(ids, rows, metas, rec.index, metas["episode_id"], biased)
+        req_col, src_col = list(lin.request_id), list(lin.source)
+        if any(req_col) or any(src_col):  # items without strings need no record
+            keys = item_keys(ids)
+            reqs = [r.encode() for r in _broadcast(req_col, n)]
+            srcs = [s.encode() for s in _broadcast(src_col, n)]
             if len(set(srcs)) == 1:  # one source for the batch (the usual case)
                 tail = len(srcs[0]).to_bytes(2, "little") + srcs[0]
                 values = [b"%c%b%b%b" % (_V, len(r).to_bytes(2, "little"), r, tail)
                           for r in reqs]
             else:
                 values = [encode_strings(r, s) for r, s in zip(reqs, srcs)]
-            strings = [(k, v) for k, v, r, s in zip(keys, values, reqs, srcs) if r or s]
-            if self._cursor("item_strings").putmulti(strings, append=True)[1] != len(strings):
-                raise ViewDamagedError(
-                    f"ItemsAppended at LSN {lsn}: strings of {int(ids[0])}.. exist")
             t = U32.pack(rec.index)
-            by_req = [t + len(r).to_bytes(2, "big") + r + k for r, k in zip(reqs, keys) if r]
-            if by_req:
-                self._cursor("by_request").putmulti(list(zip(by_req, itertools.repeat(b""))))
+            self._new.add_strings(
+                [(k, v) for k, v, r, s in zip(keys, values, reqs, srcs) if r or s],
+                [t + len(r).to_bytes(2, "big") + r + k for r, k in zip(reqs, keys) if r])
+        if len(self._new) >= FLUSH_ITEMS:
+            self._new.flush()
         self._stats(rec.index).inserts += n
         self.next_item_id = int(ids[-1]) + 1
+        lineage = {name: metas[name] for name in ("episode_id", "step", "model_version",
+                                                  "timestamp_ms")}
         return Applied("items_appended", lsn, rec.index, ids, slots.astype(np.int64), prios, ev,
-                       rows=rows)
+                       rows=rows, lineage=lineage,  # no strings: empty lists, one "" each
+                       strings=(req_col if any(req_col) else [], src_col if any(src_col) else []))
 
     # -- end of the transaction ---------------------------------------------------------------
 
@@ -411,6 +401,7 @@ class Batch:
         folded when enough are pending), the table counters and ``applied_lsn = lsn``. Sets
         `pending_after`."""
 
+        self._new.flush()
         drawn = {idx: np.concatenate(parts) for idx, parts in self._sampled.items() if parts}
         gone = {idx: np.concatenate(parts) for idx, parts in self._gone.items()}
         prios = {idx: PrioUpdates.join(ups) for idx, ups in self._prios.items()}

@@ -3,7 +3,7 @@
 Item ids are assigned in increasing order and every append to a table brings ids larger than
 any it holds, so the map only ever grows at its end: appending is a copy into the arrays, a
 removal marks its entries dead (slot -1), and a lookup is one `numpy.searchsorted` over the
-ids. No Python work per item, unlike a dict: loading a million items is a copy, and looking
+ids (or, while the ids have no gaps, a subtraction). No Python work per item, unlike a dict: loading a million items is a copy, and looking
 up a sampled batch is a few numpy calls. Dead entries are dropped once they outnumber the
 live ones, so memory stays O(live items) and lookups O(log live items).
 
@@ -102,8 +102,12 @@ class SlotMap:
     def _positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(clipped positions of ids among the entries, whether each is a live entry)."""
 
-        keys = self._ids[: self._n]
-        pos = np.minimum(np.searchsorted(keys, ids), self._n - 1)
+        n = self._n
+        keys = self._ids[:n]
+        if int(keys[n - 1]) - int(keys[0]) == n - 1:  # no gaps (one table's usual case)
+            pos = np.minimum(ids - keys[0], np.uint64(n - 1)).astype(np.intp)  # wraps if below
+        else:
+            pos = np.minimum(np.searchsorted(keys, ids), n - 1)
         return pos, (keys[pos] == ids) & (self._slots[pos] >= 0)
 
     def lookup(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:

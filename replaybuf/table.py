@@ -482,11 +482,15 @@ class Table:
         self._prio[slots] = prios
         self._times[slots] = 0
         for name, dt in LINEAGE_NUMERIC:
+            if a.lineage is not None:  # decoded by the applier
+                self._lineage[name][slots] = a.lineage[name]
+                continue
             col = getattr(body.lineage, name)
             self._lineage[name][slots] = np.asarray(col, dtype=dt) if len(col) else 0
-        for arr, col in ((self._req, body.lineage.request_id), (self._src, body.lineage.source)):
+        strings = a.strings or (list(body.lineage.request_id), list(body.lineage.source))
+        for arr, vals in zip((self._req, self._src), strings):
             # 0, 1 or n entries, broadcast as the applier stores them
-            vals, n = list(col), slots.size
+            n = slots.size
             arr[slots] = vals if len(vals) == n else (
                 [vals[min(i, len(vals) - 1)] for i in range(n)] if vals else "")
         self._str_known[slots] = True

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -139,7 +140,7 @@ def from_tensor(tensor: tensor_pb2.Tensor, *, name: str = "tensor") -> np.ndarra
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidArgumentError(f"{name}: shape {shape} has a negative dimension")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # not np.prod: ~10 us per call
     data = tensor.data  # each access of a bytes field makes a new bytes object: read it once
     if len(data) != expected:
         raise InvalidArgumentError(

@@ -46,8 +46,10 @@ database              key                                       value
 ``item_strings``      u64 item id                               v, u16 len, request id, u16
                                                                 len, source (kept on evict)
 ``by_request``        u32 table, u16 len, request id, u64 id    empty
-``by_episode``        u32 table, u64 episode id, u64 id         empty
-``by_model_version``  u32 table, u64 (version + 2**63), u64 id  empty
+``by_episode``        u32 table, u64 episode id, u64 first id   v, u32 count of consecutive
+                      of a run                                  ids (one append's run)
+``by_model_version``  u32 table, u64 (version + 2**63), u64     v, u32 count (as above)
+                      first id of a run
 ``jobs``              job id (utf-8)                            v, u64 LSN of JobCompleted,
                                                                 JobCompleted proto
 ``item_events``       u64 item id, u64 LSN                      empty (`replaybuf.lineage_index`)
@@ -100,6 +102,7 @@ from replaybuf.applier import (
 from replaybuf.applier import JOB_VALUE
 from replaybuf import hot_meta, lineage_index, review
 from replaybuf.hot_meta import Pending
+from replaybuf.new_items import RUN_VALUE
 from replaybuf.errors import ClosedError, FailedPreconditionError, ResourceExhaustedError
 from replaybuf.locks import SharedLock
 from replaybuf.table_config import TableConfig
@@ -114,8 +117,9 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 #: Layout version of the whole view; a different one on disk makes `View.open` rebuild.
-VIEW_FORMAT = 6  # 2: item_events, pending_reviews; 3: META priority_ms; 4-5: hot_meta;
-#                6: view_id (a snapshot file of the tables names the view it was taken of)
+VIEW_FORMAT = 7  # 2: item_events, pending_reviews; 3: META priority_ms; 4-5: hot_meta;
+#                6: view_id (a snapshot file of the tables names the view it was taken of);
+#                7: by_episode / by_model_version hold runs of ids (`replaybuf.new_items`)
 _V = RECORD_VERSION
 _DBS = ("meta", "tables", "table_stats", "items", "item_meta", "evicted_meta", "item_strings",
         "by_request", "by_episode", "by_model_version", "item_events", "pending_reviews", "jobs",
@@ -465,6 +469,7 @@ class View:
         """Item ids of table index `table` matching exactly one criterion, ascending by
         index key (present and evicted), at most `limit`; returns ``(ids, truncated)``."""
 
+        runs = request_id is None  # by_episode and by_model_version hold runs of ids
         if request_id is not None:
             r = request_id.encode()
             db, prefix = "by_request", U32.pack(table) + len(r).to_bytes(2, "big") + r
@@ -487,10 +492,29 @@ class View:
             stop = end.key() if end.set_range(prefix + b"\xff" * 9) else None
             it = cur.iternext(values=False)
             keys = list(itertools.islice(it if stop is None else iter(it.__next__, stop), want))
-        ids = np.frombuffer(b"".join(keys[:limit]),
-                            [("key", f"V{len(prefix)}"), ("id", ">u8")])["id"].astype(np.uint64)
+            counts = None
+            if runs and keys:
+                vals = txn.cursor(db=self._dbs[db]).getmulti(keys)
+                run = np.frombuffer(b"".join(v for _, v in vals), RUN_VALUE)
+                if run.size != len(keys) or not (run["v"] == _V).all():
+                    raise ViewDamagedError(f"an entry of {db!r} has the wrong size or version")
+                counts = run["count"].astype(np.int64)
+        firsts = np.frombuffer(b"".join(keys), [("key", f"V{len(prefix)}"), ("id", ">u8")]
+                               )["id"].astype(np.uint64)
+        if counts is not None:  # expand the runs (in key order: ascending first ids)
+            ends = np.cumsum(counts)
+            cut = int(np.searchsorted(ends, want))  # the run holding the want-th id
+            if cut < ends.size:  # expand only up to want ids
+                firsts, counts, ends = firsts[: cut + 1], counts[: cut + 1], ends[: cut + 1]
+                counts[cut] -= int(ends[cut]) - want
+                ends[cut] = want
+            step = np.ones(int(ends[-1]), np.uint64)
+            step[0] = firsts[0]
+            step[ends[:-1]] = firsts[1:] - (firsts[:-1] + counts[:-1].astype(np.uint64)) + 1
+            firsts = np.cumsum(step, dtype=np.uint64)
+        ids = firsts[:limit].copy()
         ids.sort()
-        return ids.tolist(), len(keys) > limit
+        return ids.tolist(), firsts.size > limit
 
     @contextmanager
     def reading(self) -> Iterator[tuple[lmdb.Transaction, dict[str, object]]]:
