@@ -148,7 +148,7 @@ class _Changes:
     applied to `_LiveItems` as one vectorized step: the present items cannot change in
     between, so applying the concatenation (the last of repeated ids wins, draws add up)
     equals applying the events one by one, at a fraction of the per-event cost. Events are
-    gathered into Python lists (one ``list.extend`` per repeated field; most are a few ids)
+    gathered into Python lists (one slice of each repeated field; most hold a few ids)
     and become arrays only in `apply`. Draws of ids not yet appended need no filter: `apply`
     runs before every append, and such ids are not present yet."""
 
@@ -165,11 +165,13 @@ class _Changes:
 
     @staticmethod
     def add(ids_out: list[int], values_out: list[float], ids: Any, values: Any) -> None:
+        # a slice of a repeated field is a list made in one C call: cheaper than iterating it
+        ids, values = ids[:], values[:]
         n = len(ids)
         if len(values) < n:
             raise DataLossError(f"an event names {n} items but carries {len(values)} values")
-        ids_out.extend(ids)
-        values_out.extend(values if len(values) == n else values[:n])
+        ids_out += ids
+        values_out += values if len(values) == n else values[:n]
 
     def apply(self, live: _LiveItems) -> None:
         for ids_list, values_list, target in (
@@ -294,7 +296,7 @@ class Materialized:
                 pos, hit = live.find(np.unique(np.asarray(body.item_ids, _U64)))
                 live.evict(pos[hit])
             elif kind == "items_sampled":
-                changes.draw_ids.extend(body.item_ids)
+                changes.draw_ids += body.item_ids[:]
             if changes.size >= _CHANGES_MAX:
                 changes.apply(live)
             # review, drift and job events change no item state
