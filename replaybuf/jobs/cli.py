@@ -3,7 +3,7 @@
 Exit status: 0 success (also: the job id already ran, or a dry run), 1 the command failed,
 2 bad usage, `EXIT_RETRAIN` (3) a drift check crossed a threshold: retraining recommended.
 
-    replaybuf jobs run JOBFILE --data-dir DIR [--dry-run]
+    replaybuf jobs run JOBFILE --data-dir DIR [--dry-run] [--scan process|thread]
     replaybuf jobs run JOBFILE --server HOST:PORT [--token-file F] [--dry-run]
     replaybuf report --data-dir DIR --table T --out DIR [--job FILE]
 """
@@ -61,7 +61,7 @@ def _cmd_jobs_run(args: argparse.Namespace) -> int:
             result = run_job(spec, ClientTarget(client), **kw)
     else:
         with _open_engine(args.data_dir) as engine:
-            result = run_job(spec, EngineTarget(engine), **kw)
+            result = run_job(spec, EngineTarget(engine, scan=args.scan), **kw)
     if result.status == "already-ran":
         print(f"job {result.job_id!r} already ran at LSN {result.at_lsn}; nothing to do")
         return 0
@@ -102,6 +102,9 @@ def register_jobs_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--now", help="reference time, ISO-8601 (default: [job] now, else now)")
     run.add_argument("--json", action="store_true", help="also print the plan as JSON")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--scan", choices=("process", "thread"), default="process",
+                     help="with --data-dir: scan the view in a child process (default) or in "
+                     "this one")
     run.set_defaults(func=_cmd_jobs_run)
 
 

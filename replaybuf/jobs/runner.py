@@ -31,7 +31,7 @@ import numpy as np
 from replaybuf.errors import AlreadyExistsError, InvalidArgumentError, UnimplementedError
 from replaybuf.jobs.jobfile import JobSpec
 from replaybuf.jobs.plan import Eviction, Plan, plan_job, snapshot_needs
-from replaybuf.jobs.scan_process import plan_in_process
+from replaybuf.jobs.scan_process import SCAN_NICE, plan_in_process
 from replaybuf.jobs.snapshot import Snapshot, from_events, from_export, from_view
 from replaybuf.v1 import events_pb2
 
@@ -103,14 +103,21 @@ class EngineTarget:
             their latency while a job runs; costs about a second to start. ``"thread"``: in
             the calling thread (no child; for a stopped data dir, or where no child process
             can be started). Both give the same plan and log the same events.
+        scan_nice: niceness added to the child process (0-19; `SCAN_NICE`): higher leaves
+            more CPU to the engine's threads when the cores are busy, and scans slower then.
     """
 
-    def __init__(self, engine: Any, *, scan: str = "process") -> None:
+    def __init__(self, engine: Any, *, scan: str = "process", scan_nice: int = SCAN_NICE
+                 ) -> None:
         if scan not in SCAN_MODES:
             raise InvalidArgumentError(
                 f"scan is {scan!r}; use one of {', '.join(map(repr, SCAN_MODES))}")
+        if not 0 <= scan_nice <= 19:
+            raise InvalidArgumentError(
+                f"scan_nice is {scan_nice!r}; give 0 (the engine's priority) to 19 (lowest)")
         self.engine = engine
         self.scan = scan
+        self.scan_nice = scan_nice
 
     def plan(self, spec: JobSpec, *, job_id: str, now_ms: int, progress: bool = False) -> Plan:
         """Snapshot the table and plan the job, where `scan` says."""
@@ -119,7 +126,7 @@ class EngineTarget:
             return _plan_here(self, spec, job_id=job_id, now_ms=now_ms, progress=progress)
         self.engine.describe_table(spec.table)  # TableNotFoundError before starting a child
         return plan_in_process(self.engine.view.path, spec, job_id=job_id, now_ms=now_ms,
-                               progress=progress)
+                               progress=progress, nice=self.scan_nice)
 
     def get_job(self, job_id: str) -> events_pb2.JobCompleted | None:
         return self.engine.get_job(job_id)  # type: ignore[no-any-return]

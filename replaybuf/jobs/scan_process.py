@@ -50,7 +50,12 @@ from replaybuf import errors
 from replaybuf.jobs.jobfile import JobSpec
 from replaybuf.jobs.plan import Plan, plan_job, snapshot_needs
 
-__all__ = ["ScanProcessError", "plan_in_process", "SEND_IDS"]
+__all__ = ["SCAN_NICE", "SEND_IDS", "ScanProcessError", "plan_in_process"]
+
+#: Default niceness of the scan process (`os.nice`). The scan is background work: at 10 the
+#: kernel gives the engine's threads (learners sampling) a CPU first when all are busy, which
+#: is what keeps their latency on a machine with few cores; the scan takes what is left.
+SCAN_NICE = 10
 
 #: Ids per message when the child sends a policy's ids (512 KiB): each piece is one short
 #: copy on the parent's side, so receiving millions of ids never holds its GIL for long.
@@ -66,10 +71,13 @@ class ScanProcessError(errors.ReplayError):
 
 
 def plan_in_process(view_path: str | Path, spec: JobSpec, *, job_id: str, now_ms: int,
-                    progress: bool = False) -> Plan:
+                    progress: bool = False, nice: int = SCAN_NICE) -> Plan:
     """`plan_job` on a `from_view` snapshot of the view at `view_path`, computed in a child
     process (module docstring). Blocks the calling thread until the plan arrives, mostly
     without the GIL (it waits in ``read``).
+
+    Args:
+        nice: added to the child's niceness (`SCAN_NICE`; 0 keeps this process's).
 
     Raises:
         ScanProcessError: the child could not start, crashed, or failed with a non-replaybuf
@@ -78,8 +86,11 @@ def plan_in_process(view_path: str | Path, spec: JobSpec, *, job_id: str, now_ms
             `ViewDamagedError`); same class, the child's message.
     """
 
+    if not 0 <= nice <= 19:
+        raise errors.InvalidArgumentError(
+            f"nice is {nice!r}; give 0 (the engine's priority) to 19 (the lowest)")
     request = {"view_path": str(view_path), "spec": spec, "job_id": job_id,
-               "now_ms": int(now_ms), "progress": bool(progress)}
+               "now_ms": int(now_ms), "progress": bool(progress), "nice": int(nice)}
     read_fd, write_fd = os.pipe()
     env = dict(os.environ)
     root = str(Path(replaybuf.__file__).resolve().parent.parent)  # the parent's replaybuf
@@ -170,6 +181,8 @@ def _scan_and_plan(request: dict[str, Any]) -> Plan:
     from replaybuf.jobs.snapshot import from_view
 
     spec: JobSpec = request["spec"]
+    if request["nice"]:
+        os.nice(request["nice"])
     view = _open_reader(request["view_path"])
     try:
         needs = snapshot_needs(spec)
@@ -178,13 +191,30 @@ def _scan_and_plan(request: dict[str, Any]) -> Plan:
                          payload=needs["payload"], features=needs["features"],
                          progress=request["progress"])
         t1 = time.perf_counter()
+        anon = _rss_anon_mb()
         plan = plan_job(spec, snap, job_id=request["job_id"], now_ms=request["now_ms"])
+        after = _rss_anon_mb()  # the snapshot and the plan's temporaries
+        anon = None if anon is None or after is None else max(anon, after)
         del snap
-        plan.scan = {"mode": "process", "pid": os.getpid(), "scan_s": t1 - t0,
-                     "plan_s": time.perf_counter() - t1}
+        plan.scan = {"mode": "process", "pid": os.getpid(), "nice": request["nice"],
+                     "scan_s": t1 - t0, "plan_s": time.perf_counter() - t1,
+                     "anon_mb": anon}
     finally:
         view.close()
     return plan
+
+
+def _rss_anon_mb() -> float | None:
+    """This process's anonymous RSS (its own memory, not the LMDB pages it maps), MiB."""
+
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def _child_main() -> None:
@@ -195,6 +225,7 @@ def _child_main() -> None:
         out.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
         out.close()
         sys.exit(1)
+    # Peak RSS counts the view's pages the scan mapped in (page cache shared with the engine).
     plan.scan["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ids = [np.ascontiguousarray(ev.ids, np.uint64) for ev in plan.evictions]
     head = replace(plan, evictions=[replace(ev, ids=np.empty(0, np.uint64))
