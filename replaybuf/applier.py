@@ -333,7 +333,7 @@ class Batch:
         n = ids.size
         if n == 0:
             return Applied("items_appended", lsn, rec.index, ids, np.empty(0, np.int64), None, ev)
-        increasing = n == 1 or bool((np.diff(ids.astype(np.int64)) > 0).all())
+        increasing = n == 1 or bool((ids[1:] > ids[:-1]).all())
         if int(ids[0]) < self.next_item_id or not increasing:
             raise ViewDamagedError(
                 f"ItemsAppended at LSN {lsn} has item ids {int(ids[0])}.. that do not increase "
@@ -369,8 +369,10 @@ class Batch:
         biased = metas["model_version"].astype(np.int64).view(np.uint64) ^ np.uint64(
             MODEL_VERSION_BIAS)
         self._new.add(ids, rows, metas, rec.index, metas["episode_id"], biased)
-        req_col, src_col = list(lin.request_id), list(lin.source)
-        if any(req_col) or any(src_col):  # items without strings need no record
+        # Items without request id or source need no string record and no per-item work.
+        req_col: list[str] = list(lin.request_id) if any(lin.request_id) else []
+        src_col: list[str] = list(lin.source) if any(lin.source) else []
+        if req_col or src_col:
             keys = item_keys(ids)
             reqs = [r.encode() for r in _broadcast(req_col, n)]
             srcs = [s.encode() for s in _broadcast(src_col, n)]
@@ -391,8 +393,7 @@ class Batch:
         lineage = {name: metas[name] for name in ("episode_id", "step", "model_version",
                                                   "timestamp_ms")}
         return Applied("items_appended", lsn, rec.index, ids, slots.astype(np.int64), prios, ev,
-                       rows=rows, lineage=lineage,  # no strings: empty lists, one "" each
-                       strings=(req_col if any(req_col) else [], src_col if any(src_col) else []))
+                       rows=rows, lineage=lineage, strings=(req_col, src_col))
 
     # -- end of the transaction ---------------------------------------------------------------
 
