@@ -1,25 +1,30 @@
-"""Row gathers for samples: compiled row copies, shared by the cores, into recycled buffers.
+"""Row gathers for samples: one compiled call copies every field's drawn rows into one
+recycled buffer, and large batches may share the copy with a helper thread.
 
 A sample copies the drawn rows of each column (`replaybuf.table.Table` keeps one column per
 field, or one record array for small rows) into new arrays handed to the caller. For image
-rows (W3: 2 x 28 KB per item, 14 MB per batch of 256) that copy is most of a sample, and two
-costs dominate it besides the bytes themselves:
+rows (W3: 2 x 28 KB per item, 14 MB per batch of 256) that copy is most of a sample; it runs
+at memory speed (measured here: ~2.7 ms of CPU per W3 batch, the same as numpy's fancy
+indexing, whose fresh output usually comes back from malloc already mapped).
 
-- Fresh output arrays: a new 7 MB array is fresh memory from the kernel, so every batch pays
-  a page fault and a zeroed page per 4 KB before the first byte is copied (about as much CPU
-  as the copy). `OutputPool` recycles a batch's buffer once nothing references it any more
-  (CPython's reference count: the caller dropped the sample and every view of it), so a
-  learner that keeps one or two batches at a time reuses two buffers forever.
-- One core: the copy of a large batch is cut into chunks that the caller's thread and
-  helper threads claim from one shared iterator (`_copy_rows` releases the GIL). A helper
-  that is busy or not scheduled just claims fewer chunks; the caller never waits for a chunk
-  nobody started. Below `PARALLEL_MIN_BYTES` the caller copies alone (a hand-off costs ~20 us).
+- `_copy_chunks`: one numba call per batch (not one numpy gather per field) copies each row
+  with memcpy; slots out of range are counted, never read.
+- `OutputPool`: a batch's buffer is reused once its reference count shows that nothing holds
+  the batch or a view of it any more, so a learner keeping one or two batches at a time
+  reuses two buffers, and a fresh 7 MB array never has to be faulted in page by page.
+- Sharing: a large batch is cut into chunks that the caller's thread and helper threads
+  claim from one iterator (`_copy_chunks` releases the GIL). The caller only ever waits for
+  a chunk a helper has started. Whether sharing pays depends on the machine's load: with an
+  idle core it halves the copy's wall time; with every core busy the helper gets the CPU
+  late and the caller waits for it. So `RowGather` times both ways per byte and uses the one
+  that has lately been faster, trying the other every `_EXPLORE`-th large batch. Batches
+  under `PARALLEL_MIN_BYTES` are always copied by the caller alone.
 
-Under ``NUMBA_DISABLE_JIT=1`` the copy is numpy's fancy indexing (the same bytes).
+Under ``NUMBA_DISABLE_JIT=1`` the copy is numpy's fancy indexing of the same bytes.
 
-Thread-safety: `RowGather.gather` may be called from several threads only under a lock the
-caller holds (the table's), because the pool is not locked; the helper threads are shared by
-the process and safe to use from any thread.
+Thread-safety: a `RowGather` is used under its owner's lock (the table's); the helper threads
+are shared by the process (``REPLAYBUF_GATHER_HELPERS`` sets their number, default one per
+core beyond the first) and restarted in a forked child.
 
 Example::
 
@@ -35,6 +40,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,6 +63,8 @@ CHUNK_BYTES = 1 << 20
 #: Buffers an `OutputPool` keeps for reuse.
 POOL_SIZE = 4
 _ENV_HELPERS = "REPLAYBUF_GATHER_HELPERS"
+_EXPLORE = 8  # every 8th large batch is copied the way that has lately been slower
+_EWMA = 0.25  # weight of the newest measurement in the per-byte costs
 _ALIGN = 64  # each field's rows start on a cache line of the shared buffer
 # Columns of the per-field table handed to the kernel.
 _SRC, _ROW, _OFF, _ROWS = range(4)
@@ -274,6 +282,8 @@ class RowGather:
     def __init__(self, pool_size: int = POOL_SIZE, *, parallel: bool = True) -> None:
         self.pool = OutputPool(pool_size)
         self._parallel = parallel
+        self._cost = [0.0, 0.0]  # recent wall ns per byte of large batches: alone, shared
+        self._count = 0
         self._plans: dict[tuple[int, ...], _Plan] = {}
 
     def _plan(self, columns: Sequence[np.ndarray], n: int) -> _Plan:
@@ -308,7 +318,7 @@ class RowGather:
             slots = np.ascontiguousarray(slots, np.int64)
         k = plan.chunks.shape[0]
         if k > 1 and plan.total >= PARALLEL_MIN_BYTES and self._parallel:
-            bad = self._share((buf, plan.fields, slots, plan.chunks), k)
+            bad = self._large((buf, plan.fields, slots, plan.chunks), k, plan.total)
         else:
             bad = _copy_chunks(buf, plan.fields, slots, plan.chunks, 0, k)
         if bad:
@@ -326,6 +336,26 @@ class RowGather:
             if nb:
                 src = col.reshape(col.shape[0], -1).view(np.uint8)
                 buf[off:off + nb].reshape(n, -1)[...] = src[slots]
+
+    def _large(self, args: tuple[Any, ...], k: int, nbytes: int) -> int:
+        """Copy a large batch alone or shared with the helpers, whichever has lately been
+        faster per byte (every `_EXPLORE`-th batch tries the other way). Shared wins on idle
+        cores; on a machine whose cores are all busy a helper gets the CPU late, and the
+        caller would wait for its chunk."""
+
+        cost = self._cost
+        shared = cost[1] <= cost[0]
+        self._count += 1
+        if self._count % _EXPLORE == 0:
+            shared = not shared
+        if shared and not _HELPERS.started().count:
+            shared = False
+        t0 = time.perf_counter_ns()
+        bad = self._share(args, k) if shared else _copy_chunks(*args, 0, k)
+        per_byte = (time.perf_counter_ns() - t0) / nbytes
+        old = cost[shared]
+        cost[shared] = per_byte if old == 0.0 else old + (per_byte - old) * _EWMA
+        return bad
 
     @staticmethod
     def _share(args: tuple[Any, ...], k: int) -> int:

@@ -193,7 +193,7 @@ def test_no_helpers_still_gathers_large_batches():
 def _gather_in_child(conn) -> None:  # runs in a forked child
     col = np.arange(3 * 100000, dtype=np.int64).reshape(100000, 3)
     slots = np.arange(0, 100000, 3)
-    out = _SHARED.gather([col], slots)[0]
+    out = RowGather().gather([col], slots)[0]  # a new gatherer shares its first batch
     conn.send((bool(np.array_equal(out, col[slots])), gather_mod._HELPERS._pid == os.getpid()))
     conn.close()
 
@@ -332,3 +332,18 @@ def test_concurrent_samplers_and_an_appender_get_consistent_rows(tmp_path, tiny_
         stop.set()
         writer.join(120)
         assert not errors, errors[0]
+
+
+def test_large_batches_go_the_way_that_has_been_faster_and_sometimes_the_other(tiny_chunks):
+    if gather_mod.helper_count() == 0:
+        pytest.skip("one core: nothing to share with")
+    rng = np.random.default_rng(9)
+    col = rng.integers(0, 1 << 40, (64, 32))
+    g = RowGather()
+    g._cost = [1.0, 50.0]  # copying alone has been faster
+    for _ in range(1, gather_mod._EXPLORE):
+        slots = rng.integers(0, 64, 40)
+        assert np.array_equal(g.gather([col], slots)[0], col[slots])
+    assert g._cost[1] == 50.0  # never shared so far
+    g.gather([col], np.arange(64))  # the explored batch
+    assert g._cost[1] != 50.0
