@@ -102,6 +102,15 @@ def _children() -> list[int]:
     return out
 
 
+def _python_that_dies(tmp_path: Path) -> Path:
+    """An "interpreter" for `sys.executable` that kills itself at once (SIGKILL)."""
+
+    dies = tmp_path / "python-that-dies"
+    dies.write_text("#!/bin/sh\nkill -KILL $$\n")
+    dies.chmod(dies.stat().st_mode | stat.S_IXUSR)
+    return dies
+
+
 @pytest.fixture(scope="module")
 def buffer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("buffer")
@@ -230,9 +239,7 @@ def test_another_error_in_the_scan_process_is_raised_with_its_traceback(tmp_path
 
 def test_a_scan_process_that_dies_at_start_fails_the_run_before_any_eviction(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dies = tmp_path / "python-that-dies"
-    dies.write_text("#!/bin/sh\nkill -KILL $$\n")
-    dies.chmod(dies.stat().st_mode | stat.S_IXUSR)
+    dies = _python_that_dies(tmp_path)
     spec = _spec()
     before = engine.applied_lsn
     with monkeypatch.context() as mp:
@@ -290,3 +297,32 @@ def test_cli_scan_thread_and_process_print_the_same_plan(
         printed.append(capsys.readouterr().out)
     assert printed[0] == printed[1] and "dry run: nothing was evicted" in printed[0]
     assert "RETRAIN RECOMMENDED" in printed[0]
+
+
+def test_scheduled_runs_scan_in_a_child_and_a_dead_child_counts_as_a_failed_run(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from replaybuf.jobs.scheduler import JobScheduler, load_scheduled_jobs
+
+    path = job_file(tmp_path / "dup.toml", '[[evict]]\npolicy = "duplicates"\n'
+                    '[schedule]\nevery = "10m"\n', job_id="dedup")
+    specs = load_scheduled_jobs([path])
+    clock = [NOW / 1000]
+    sched = JobScheduler(engine, specs, clock=lambda: clock[0])
+    dies = _python_that_dies(tmp_path)
+    before = engine.applied_lsn
+    clock[0] += 600
+    with monkeypatch.context() as mp:
+        mp.setattr(sys, "executable", str(dies))
+        assert sched.run_due() == []  # logged, counted, the schedule goes on
+    assert sched.metrics("replay")["job_failures"] == 1 and engine.applied_lsn == before
+    clock[0] += 600
+    (result,) = sched.run_due()
+    assert result.plan is not None and result.plan.scan["mode"] == "process"
+    assert result.evicted_by_reason == {"EVICTION_REASON_DUPLICATE": 2}
+    threaded = JobScheduler(engine, specs, clock=lambda: clock[0], scan="thread")
+    clock[0] += 600
+    (again,) = threaded.run_due()
+    assert again.plan is not None and again.plan.scan["mode"] == "thread"
+    assert again.evicted_by_reason == {}  # the duplicates are gone already
+    with pytest.raises(InvalidArgumentError, match="scan is 'fork'"):
+        JobScheduler(engine, specs, scan="fork")

@@ -2,7 +2,8 @@
 
 One background thread runs every due job in turn on the server's engine
 (`replaybuf.jobs.runner.EngineTarget`; the snapshot is an LMDB read transaction, so serving
-goes on). A run's id is ``<[job] id>@<UTC time of the run>`` and its reference time is the
+goes on, read in a child process by default so that the scan does not hold the server's GIL:
+`replaybuf.jobs.scan_process`). A run's id is ``<[job] id>@<UTC time of the run>`` and its reference time is the
 wall clock. The first run of a job is one period after `start`. A failed run is logged and
 counted; the next one runs on schedule.
 
@@ -66,10 +67,12 @@ class JobScheduler:
         engine: the open `replaybuf.engine.Engine` (the caller closes it after `stop`).
         specs: job files, each with ``every_ms``.
         clock: seconds since the epoch (tests pass a fake one and call `run_due`).
+        scan: where runs scan the view (`replaybuf.jobs.runner.SCAN_MODES`).
     """
 
     def __init__(self, engine: Any, specs: Sequence[JobSpec], *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, scan: str = "process") -> None:
+        self._target = EngineTarget(engine, scan=scan)  # checks `scan`
         self._engine = engine
         self._specs = list(specs)
         self._clock = clock
@@ -121,7 +124,7 @@ class JobScheduler:
         job_id = f"{spec.name}@{stamp.isoformat(timespec='milliseconds').replace('+00:00', 'Z')}"
         started = time.monotonic()
         try:
-            result = run_job(spec, EngineTarget(self._engine), job_id=job_id,
+            result = run_job(spec, self._target, job_id=job_id,
                              now_ms=int(now * 1000))
         except Exception:  # noqa: BLE001 - a failed run must not stop the schedule
             _logger.exception("scheduled job %s failed", job_id)
