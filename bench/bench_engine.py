@@ -399,11 +399,7 @@ def profile_ours(peer: OursPeer, args: argparse.Namespace) -> dict[str, Any]:
             t0 = rec("selector.sample (tree descent + weights)", t0)
             uniq, counts = _unique_counts(slots)
             t0 = rec("unique slots for times_sampled", t0)
-            if t._rows is not None:  # small rows: one gather of opaque records, field views
-                got = t._rows_void[slots].view(t._rows.dtype)
-                _ = {n: got[n] for n in t.config.field_names}
-            else:
-                _ = {n: t._gather(n, slots) for n in t.config.field_names}
+            _ = t._gather(slots, t.config.field_names)  # compiled row copies, pooled buffer
             t0 = rec("gather data columns", t0)
             _ = {n: a[slots] for n, a in t._lineage.items()}
             _ = (t._req[slots], t._src[slots], ~t._str_known[slots])
