@@ -24,6 +24,7 @@ import replaybuf.gather as gather_mod
 from replaybuf.engine import Engine, EngineConfig
 from replaybuf.gather import OutputPool, RowGather
 from replaybuf.table_config import TableConfig
+from test_sampling_nojit import run_python
 
 SMALL = os.environ.get("REPLAYBUF_SMALL_TESTS") == "1"
 SETTINGS = settings(max_examples=15 if SMALL else 80, deadline=None,
@@ -234,16 +235,7 @@ except IndexError as e:
     err = type(e).__name__
 print(json.dumps([[o.dtype.str, list(o.shape), o.tobytes().hex()] for o in outs] + [err]))
 """
-    outs = []
-    for jit in (True, False):
-        env = dict(os.environ)
-        env.pop("NUMBA_DISABLE_JIT", None)
-        if not jit:
-            env["NUMBA_DISABLE_JIT"] = "1"
-        proc = subprocess.run([sys.executable, "-c", code], cwd=HERE.parent, env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outs.append(json.loads(proc.stdout))
+    outs = [json.loads(run_python(code, jit)) for jit in (True, False)]
     assert outs[0] == outs[1]
     assert outs[0][-1] == "IndexError" and outs[0][2][1] == [0, 2, 5]
 

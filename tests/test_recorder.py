@@ -64,23 +64,11 @@ def test_draws_after_a_turn_wait_for_the_gap_until_a_caller_waits():
         rec.stop()
 
 
-def test_a_full_frame_is_logged_without_waiting_for_the_gap():
+@pytest.mark.parametrize("limits", [{"frame": 3}, {"frame": 256, "max_pending": 6}],
+                         ids=["a full frame", "half the backpressure limit"])
+def test_a_full_frame_or_a_backlog_is_logged_without_waiting_for_the_gap(limits):
     log = Log()
-    rec = recorder(log, frame=3)
-    try:
-        rec.submit(draw(0))
-        log.wait_for(1)
-        for s in (1, 2, 3):
-            rec.submit(draw(s))
-        log.wait_for(4)
-        assert log.turns == [[0], [1, 2, 3]]
-    finally:
-        rec.stop()
-
-
-def test_half_the_backpressure_limit_is_logged_without_waiting_for_the_gap():
-    log = Log()
-    rec = recorder(log, frame=256, max_pending=6)
+    rec = recorder(log, **limits)
     try:
         rec.submit(draw(0))
         log.wait_for(1)
