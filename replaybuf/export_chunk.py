@@ -2,8 +2,8 @@
 manifest says besides the content) and `Utf8Strings` (a string column kept as UTF-8).
 
 The engine (`replaybuf.materialize`) and the gRPC client both produce `Chunk`s and hand them to
-`replaybuf.export.write_export`. This module imports only numpy and the generated protobuf
-modules.
+`replaybuf.export.write_export`. This module imports numpy, `replaybuf.errors`,
+`replaybuf.tensors` and the generated protobuf modules (no numba, lmdb, grpc or pyarrow).
 """
 
 from __future__ import annotations
