@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,3 +134,22 @@ def events_after(log: Any, lsn: int) -> list[tuple[str, Any]]:
 def job_file(path: Path, body: str, *, job_id: str = "hygiene", table: str = "replay") -> Path:
     path.write_text(f'[job]\nid = "{job_id}"\ntable = "{table}"\nnow = {NOW}\n\n{body}')
     return path
+
+
+# Fixtures of the job test modules (each imports them by name): `buffer_dir` holds
+# `build_buffer`'s state once per module, `engine` opens a fresh copy of it per test.
+
+
+@pytest.fixture(scope="module")
+def buffer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("buffer")
+    with open_engine(path) as engine:
+        build_buffer(engine)
+    return path
+
+
+@pytest.fixture
+def engine(buffer_dir: Path, tmp_path: Path) -> Iterator[Engine]:
+    shutil.copytree(buffer_dir, tmp_path / "data")
+    with open_engine(tmp_path / "data") as e:
+        yield e

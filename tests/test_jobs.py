@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from _jobs_helpers import (
-    HOUR, NOW, SIG, build_buffer, event_clock, events_after, job_file, open_engine,
+from _jobs_helpers import (  # buffer_dir, engine: fixtures
+    HOUR, NOW, SIG, buffer_dir, engine, event_clock, events_after, job_file,
+    open_engine,
 )
 
 from replaybuf.cli import main
@@ -76,21 +76,6 @@ def _spec(policies: str, job_id: str = "hygiene") -> JobSpec:
 
     return parse_job(tomllib.loads(
         f'[job]\nid = "{job_id}"\ntable = "replay"\nnow = {NOW}\n[[evict]]\n{policies}'))
-
-
-@pytest.fixture(scope="module")
-def buffer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("buffer")
-    with open_engine(path) as engine:
-        build_buffer(engine)
-    return path
-
-
-@pytest.fixture
-def engine(buffer_dir: Path, tmp_path: Path) -> Iterator[Engine]:
-    shutil.copytree(buffer_dir, tmp_path / "data")
-    with open_engine(tmp_path / "data") as e:
-        yield e
 
 
 def _evicted(engine: Engine, after: int) -> dict[int, str]:

@@ -10,14 +10,15 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lmdb
 import numpy as np
 import pytest
-from _jobs_helpers import HOUR, NOW, build_buffer, events_after, job_file, open_engine
+from _jobs_helpers import (  # buffer_dir, engine: fixtures
+    HOUR, NOW, buffer_dir, engine, events_after, job_file, open_engine,
+)
 from _polling import wait_until
 
 from replaybuf.cli import main
@@ -109,21 +110,6 @@ def _python_that_dies(tmp_path: Path) -> Path:
     dies.write_text("#!/bin/sh\nkill -KILL $$\n")
     dies.chmod(dies.stat().st_mode | stat.S_IXUSR)
     return dies
-
-
-@pytest.fixture(scope="module")
-def buffer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("buffer")
-    with open_engine(path) as engine:
-        build_buffer(engine)
-    return path
-
-
-@pytest.fixture
-def engine(buffer_dir: Path, tmp_path: Path) -> Iterator[Engine]:
-    shutil.copytree(buffer_dir, tmp_path / "data")
-    with open_engine(tmp_path / "data") as e:
-        yield e
 
 
 def test_process_and_thread_scans_plan_the_same_and_log_the_same_events(
