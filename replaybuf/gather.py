@@ -153,14 +153,21 @@ class OutputPool:
 
 
 class _Job:
-    """Chunks of one gather, claimed one at a time by whichever thread is free."""
+    """Chunks of one gather, claimed one at a time by whichever thread is free.
 
-    __slots__ = ("args", "claim", "busy", "bad", "error")
+    A helper joins only while the job is open and counts itself active until it is done; the
+    caller, done with its own claims, closes the job and waits until no helper is active, so
+    no thread writes into the buffer once the caller returns it.
+    """
+
+    __slots__ = ("args", "claim", "cond", "active", "closed", "bad", "error")
 
     def __init__(self, args: tuple[Any, ...], n_chunks: int) -> None:
         self.args = args
         self.claim: Iterator[int] = iter(range(n_chunks))  # next() is atomic under the GIL
-        self.busy = threading.Lock()
+        self.cond = threading.Condition(threading.Lock())
+        self.active = 0
+        self.closed = False
         self.bad: list[int] = []  # one count per thread (list.append is atomic)
         self.error: BaseException | None = None
 
@@ -170,6 +177,30 @@ class _Job:
         for c in self.claim:
             bad += _copy_chunks(*args, c, c + 1)
         self.bad.append(bad)
+
+    def help(self) -> None:
+        """A helper's part: claim chunks unless the caller has already closed the job."""
+
+        with self.cond:
+            if self.closed:
+                return
+            self.active += 1
+        try:
+            self.work()
+        except BaseException as exc:  # handed to the caller, who raises it
+            self.error = exc
+        finally:
+            with self.cond:
+                self.active -= 1
+                self.cond.notify_all()
+
+    def close(self) -> None:
+        """The caller's end: no helper joins any more, and none is still copying."""
+
+        with self.cond:
+            self.closed = True
+            self.cond.wait_for(lambda: self.active == 0)
+            self.args = ()
 
 
 def _helpers_wanted() -> int:
@@ -230,11 +261,7 @@ class _Helpers:
     def _run(q: queue.SimpleQueue[_Job]) -> None:
         while True:
             job = q.get()
-            with job.busy:
-                try:
-                    job.work()
-                except BaseException as exc:  # handed to the caller, who raises it
-                    job.error = exc
+            job.help()
             del job
 
 
@@ -364,11 +391,7 @@ class RowGather:
         try:
             job.work()
         finally:
-            # Whatever happened, no helper may still write into the buffer once it can be
-            # reused: wait for one that claimed a chunk (a helper that never started
-            # finds nothing left to claim).
-            with job.busy:
-                job.args = ()
+            job.close()  # whatever happened, no helper still writes into the buffer
         if job.error is not None:
             raise job.error
         return sum(job.bad)
