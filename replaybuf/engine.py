@@ -72,7 +72,9 @@ from replaybuf.results import (
 )
 from replaybuf.table import SlotAllocator, Table
 from replaybuf.table_config import TableConfig
-from replaybuf.table_snapshot import TableState, read_snapshot, remove_snapshot, write_snapshot
+from replaybuf.table_snapshot import (
+    TableState, older_columns, read_snapshot, remove_snapshot, write_snapshot,
+)
 from replaybuf.tensors import check_batch, from_batch, to_batch
 from replaybuf.v1 import events_pb2, tensor_pb2
 from replaybuf.view import Applied, View, ViewDamagedError
@@ -153,7 +155,8 @@ class Engine:
         """Why the view was rebuilt on open (None when it was caught up)."""
         self.loaded_from = ""
         """How the tables were loaded on open: "snapshot" (the file written at the last clean
-        close, `replaybuf.table_snapshot`) or "scan" (of the view)."""
+        close, `replaybuf.table_snapshot`), "scan+snapshot" (a scan of the view that took the
+        payloads older than the snapshot from it: after a crash) or "scan" (of the view)."""
         self._rolling = RollingMetrics()
         self._metric_sources: list[Callable[[str], Mapping[str, float]]] = []
         self._pipeline = WritePipeline(self._write_view, self._mirror, self._fail)
@@ -202,9 +205,8 @@ class Engine:
     def _load_tables(self, view: View) -> None:
         # The snapshot written at the last clean close, when it is of exactly this view as it
         # is (else, e.g. after a crash, the scan): the same state without reading each item.
-        recs = view.tables()
-        states, why = read_snapshot(view.path, view.snapshot_key(),
-                                    {rec.index: rec.config for rec in recs})
+        configs = {rec.index: rec.config for rec in view.tables()}
+        states, why = read_snapshot(view.path, view.snapshot_key(), configs)
         if states is not None:
             try:
                 self._fill_tables(view, states)
@@ -212,20 +214,36 @@ class Engine:
                 return
             except ValueError as exc:
                 why = f"the snapshot does not fit the tables ({exc})"
+        else:  # after a crash it is older than the view, but its payloads still hold
+            older, _ = read_snapshot(view.path, view.snapshot_key(), configs, older=True)
+            if older is not None:
+                try:
+                    self._fill_tables(view, None, older)
+                    self.loaded_from = "scan+snapshot"
+                    return
+                except ValueError as exc:
+                    why += f"; its payloads do not fit the tables ({exc})"
         _logger.info("loading the tables by a scan of the view: %s", why)
         self._fill_tables(view, None)
         self.loaded_from = "scan"
 
-    def _fill_tables(self, view: View, states: Mapping[int, TableState] | None) -> None:
+    def _fill_tables(self, view: View, states: Mapping[int, TableState] | None,
+                     older: Mapping[int, TableState] | None = None) -> None:
+        """Tables from `states` (a snapshot of the view as it is), else from a scan of the
+        view that reads only the payloads newer than `older` (an older snapshot's)."""
+
         self._tables, self._by_index, self._new_slots = {}, {}, {}
-        loaded = view.load() if states is None else {}
+        first = next(iter(older.values())).next_item_id if older else 0
+        loaded = view.load(payloads_from=first) if states is None else {}
         for rec in view.tables():
             t = Table(rec.index, rec.config, created_lsn=rec.created_lsn, clock=self._clock)
             st = view.stats(rec.index)
             counts = dict(inserts=st.inserts, samples=st.samples, evictions=st.evictions)
             if states is None:
                 metas, rows = loaded.pop(rec.index)
-                t.load(metas, rows, **counts)
+                cols = (older_columns(metas["item_id"], rows, older[rec.index], rec.config)
+                        if older else None)
+                t.load(metas, rows, columns=cols, **counts)
             else:
                 state = states[rec.index]
                 t.load_state(state, view.times_sampled(rec.index, state.ids), **counts)

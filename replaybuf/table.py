@@ -245,13 +245,15 @@ class Table:
     # -- loading ------------------------------------------------------------------------------
 
     def load(self, metas: np.ndarray, rows: np.ndarray, *, inserts: int, samples: int,
-             evictions: int) -> None:
-        """Fill the table from the view's records (`replaybuf.view.View.load`), in id order.
+             evictions: int, columns: dict[str, np.ndarray] | None = None) -> None:
+        """Fill the table from the view's records (`replaybuf.view.View.load`), in id order;
+        `columns` (field -> n values) replaces the fields of `rows` when given.
 
         Cost: O(n) numpy work plus the selectors' bulk inserts.
         """
 
-        columns = {s.name: rows[s.name] for s in self.config.signature}
+        if columns is None:
+            columns = {s.name: rows[s.name] for s in self.config.signature}
         if self.config.has_reward:  # the current (maybe corrected) reward lives in the meta
             columns[self.config.reward_field] = metas["reward"]
         state = TableState(ids=metas["item_id"], slots=metas["slot"].astype(np.int64),

@@ -46,7 +46,7 @@ import numpy as np
 
 from replaybuf.table_config import TableConfig
 
-__all__ = ["TableState", "Gathered", "SnapshotKey", "SNAPSHOT_NAME", "SNAPSHOT_FORMAT", "write_snapshot",
+__all__ = ["TableState", "Gathered", "SnapshotKey", "older_columns", "SNAPSHOT_NAME", "SNAPSHOT_FORMAT", "write_snapshot",
            "read_snapshot", "remove_snapshot"]
 
 _logger = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ class TableState:
     priorities: np.ndarray
     lineage: dict[str, np.ndarray]
     columns: dict[str, Any]
+    #: For a state read from a snapshot: the view's next item id when it was taken.
+    next_item_id: int = 0
 
     def arrays(self) -> list[tuple[str, Any]]:
         """Every array with a unique name, in file order."""
@@ -215,10 +217,17 @@ def remove_snapshot(directory: Path) -> None:
         (directory / name).unlink(missing_ok=True)
 
 
-def read_snapshot(directory: Path, key: SnapshotKey, configs: Mapping[int, TableConfig]
-                  ) -> tuple[dict[int, TableState] | None, str]:
+def read_snapshot(directory: Path, key: SnapshotKey, configs: Mapping[int, TableConfig], *,
+                  older: bool = False) -> tuple[dict[int, TableState] | None, str]:
     """The tables' states from the snapshot in `directory` if it matches `key` and `configs`
     (table index -> config) exactly and its checksum holds; else ``(None, why not)``.
+
+    With `older`, a snapshot of the same view taken at an earlier point is accepted too
+    (its ``applied_lsn`` and ``next_item_id`` not past the key's): what a crash after more
+    writes leaves. Only its payload columns are still right, for the items with ids below
+    its ``next_item_id`` that are present now (a payload never changes, an id is never
+    reused); the states carry that ``next_item_id`` and `older_columns` joins them with the
+    newer payloads read from the view.
 
     The arrays are read-only views of one buffer holding the file. Cost: reading the header;
     when it matches, reading and checksumming the file.
@@ -243,6 +252,12 @@ def read_snapshot(directory: Path, key: SnapshotKey, configs: Mapping[int, Table
                 return None, f"snapshot {path} has a damaged header"
             want = key.as_dict()
             got = {k: header.get(k) for k in want}
+            if older:  # the same view, at or before the key's point
+                later = [k for k in ("applied_lsn", "next_item_id")
+                         if not isinstance(got[k], int) or got[k] > want[k]]
+                want |= {k: got[k] for k in ("applied_lsn", "next_item_id")}
+                if later:
+                    return None, f"snapshot {path} is past the view ({later})"
             if got != want:
                 return None, f"snapshot {path} is of {got}, not of the view as it is ({want})"
             tables = header.get("tables")
@@ -265,7 +280,10 @@ def read_snapshot(directory: Path, key: SnapshotKey, configs: Mapping[int, Table
     base = -(-(_HEAD.size + hlen) // _ALIGN) * _ALIGN
     buf.flags.writeable = False
     try:
-        return {t["index"]: _state(buf, base, size - _CRC.size, t) for t in tables}, ""
+        states = {t["index"]: _state(buf, base, size - _CRC.size, t) for t in tables}
+        for st in states.values():
+            st.next_item_id = int(header["next_item_id"])
+        return states, ""
     except (KeyError, TypeError, ValueError) as exc:
         return None, f"snapshot {path} has a bad layout ({type(exc).__name__}: {exc})"
 
@@ -285,3 +303,29 @@ def _state(buf: np.ndarray, base: int, end: int, entry: dict[str, Any]) -> Table
         lineage={k[8:]: v for k, v in arrays.items() if k.startswith("lineage.")},
         columns={k[6:]: v for k, v in arrays.items() if k.startswith("field.")},
     )
+
+
+def older_columns(ids: np.ndarray, rows: np.ndarray, older: TableState,
+                  config: TableConfig) -> dict[str, np.ndarray]:
+    """The field columns of present items `ids` (ascending): payloads of ids below
+    ``older.next_item_id`` from `older` (a snapshot of this table taken earlier), the others
+    from `rows` (the view's payload rows of exactly those, in id order).
+
+    Raises:
+        ValueError: an item the snapshot should hold is not in it, or the rows do not fit.
+    """
+
+    ids = np.asarray(ids, np.uint64)
+    k = int(np.searchsorted(ids, np.uint64(older.next_item_id)))
+    if rows.size != ids.size - k:
+        raise ValueError(f"{rows.size} payload rows for {ids.size - k} newer items")
+    pos = np.searchsorted(older.ids, ids[:k])
+    if k and (pos.max() >= older.ids.size or not (older.ids[pos] == ids[:k]).all()):
+        raise ValueError("an item present now is missing from the older snapshot")
+    out = {}
+    for spec in config.signature:
+        col = np.empty((ids.size, *spec.shape), spec.dtype)
+        col[:k] = older.columns[spec.name][pos]
+        col[k:] = rows[spec.name]
+        out[spec.name] = col
+    return out

@@ -344,12 +344,14 @@ class View:
         st = self._stats.get(idx, TableStats())
         return TableStats(st.inserts, st.samples, st.evictions)
 
-    def load(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def load(self, payloads_from: int = 0) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Every present item of every table: ``{index: (META records, payload rows)}``.
 
         Rows are `row_dtype` structured arrays; both are in item id order. One cursor scan
         of ``item_meta`` and one of ``items``, joined into single buffers: O(view size) with
-        no Python work per item beyond LMDB's iterator.
+        no Python work per item beyond LMDB's iterator. With `payloads_from`, the rows are
+        only those of items with ids from it on (payloads never change, so a caller may
+        have the older ones already: `replaybuf.table_snapshot.read_snapshot`).
 
         Raises:
             ViewDamagedError: records of the wrong size or version, or the two scans disagree.
@@ -368,20 +370,24 @@ class View:
                 part = metas[sel]
                 hot_meta.fill(txn, self._dbs, pending, idx, part, scan=True)
                 metas[sel] = part
-            cursor = txn.cursor(db=self._dbs["items"]).iternext(keys=False)
+            items = txn.cursor(db=self._dbs["items"])
+            cursor: Iterator[bytes] = items.iternext(keys=False)
+            if payloads_from > 0:
+                metas_rows = metas["item_id"] >= payloads_from  # metas with a row here
+                if not items.set_range(U64.pack(payloads_from)):
+                    cursor = iter(())  # (an unpositioned cursor would start at the first)
             single = len(self._by_index) <= 1
             joined, payloads = b"", []
             if single:  # one table: no need to split the payloads
                 joined = b"".join(cursor)
             else:
                 payloads = list(cursor)
-                if len(payloads) != metas.size:
-                    raise ViewDamagedError(
-                        f"{len(payloads)} payloads but {metas.size} metadata records"
-                    )
+        rowed = metas if payloads_from <= 0 else metas[metas_rows]
+        if not single and len(payloads) != rowed.size:
+            raise ViewDamagedError(f"{len(payloads)} payloads but {rowed.size} metadata records")
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for idx, rec in self._by_index.items():
-            sel = np.flatnonzero(metas["table"] == idx)
+            sel = np.flatnonzero(rowed["table"] == idx)
             if single:
                 buf = joined
             elif sel.size == 1:
@@ -394,7 +400,7 @@ class View:
             rows = np.frombuffer(buf, dt)
             if rows.size and not (rows["_v"] == _V).all():
                 raise ViewDamagedError(f"a payload of table {rec.name!r} has an unknown version")
-            out[idx] = (metas[sel], rows)
+            out[idx] = (metas[metas["table"] == idx], rows)
         return out
 
     def iter_items(self, table: int, chunk_items: int = 4096

@@ -108,15 +108,27 @@ def test_a_damaged_or_foreign_snapshot_is_not_used(tmp_path, damage):
         assert snapshot(engine) == state
 
 
-def test_a_snapshot_left_behind_by_later_writes_is_not_used(tmp_path):
+def test_an_older_snapshot_gives_only_the_payloads_it_still_holds(tmp_path):
     path = tmp_path / "db"
     _fill(path)
     old = (path / "view" / SNAPSHOT_NAME).read_bytes()
-    state = _fill(path, extra=2)  # more appends, then a clean close writes a new snapshot
+    with Engine(path, CONFIG) as engine:  # later changes to old items, and new items
+        engine.correct_rewards("per", [1, 2], [-1.0, -2.0])
+        engine.update_priorities("per", [3], [0.25])
+        engine.evict("per", [6], reason="manual")
+        engine.append("per", batch([70, 71]), lineage={"episode_id": 4})
+        engine.append("img", {"x": np.full((2, 2, 3, 4), 9, np.uint8),
+                              "reward": np.zeros(2, np.float32)})
+        engine.sample("fifo", 3, seed=4)
+        engine.flush_samples()
+        state = snapshot(engine)
     (path / "view" / SNAPSHOT_NAME).write_bytes(old)  # as if the process had been killed
-    with Engine(path, CONFIG) as engine:
-        assert engine.loaded_from == "scan"
-        assert snapshot(engine) == state
+    shutil.copytree(path, tmp_path / "scan", ignore=shutil.ignore_patterns("LOCK"))
+    (tmp_path / "scan" / "view" / SNAPSHOT_NAME).unlink()
+    with Engine(path, CONFIG) as engine, Engine(tmp_path / "scan", CONFIG) as scanned:
+        assert engine.loaded_from == "scan+snapshot" and scanned.loaded_from == "scan"
+        assert snapshot(engine) == snapshot(scanned) == state
+        assert sample_summary(engine, "per", seed=3) == sample_summary(scanned, "per", seed=3)
 
 
 def test_read_snapshot_names_why_it_is_not_used(tmp_path):
