@@ -62,9 +62,12 @@ class AuditCalls:
         fields: Iterable[str] | None = None,
         progress: bool = False,
         timeout: Any = None,
+        compression: str | None = None,
     ) -> dict[str, Any]:
         """Export `table` as of `as_of_lsn` (None: the server's applied LSN) to `out` with the
         writers of ``replaybuf export`` (same bytes, same manifest); returns the manifest.
+        `compression` is the Parquet codec (``snappy``, the default, ``zstd``, ``lz4`` or
+        ``none``; Parquet only): the file is written here, so the server never sees it.
 
         Streams the items (memory O(chunk) for npz/Parquet); pyarrow/minari are needed only
         for their formats. Not retried (a failed stream leaves a partial ``.part`` file).
@@ -102,7 +105,7 @@ class AuditCalls:
                                           fields=names)
 
         manifest = write_export(chunks(), out, format, info=info, progress=progress,
-                                final_info=final)
+                                final_info=final, compression=compression)
         if manifest["content_sha256"] != box["manifest"].content_sha256:
             raise DataLossError(
                 f"export of {table!r}: content hash {manifest['content_sha256']} differs from "

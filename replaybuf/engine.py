@@ -992,16 +992,18 @@ class Engine:
 
     def export(self, table: str, out: str | Path, *, as_of_lsn: int | None = None,
                format: str = "npz", fields: Sequence[str] | None = None,
-               progress: bool = False) -> dict[str, object]:
+               progress: bool = False, compression: str | None = None) -> dict[str, object]:
         """Write `table` as of `as_of_lsn` (None: the applied LSN) to `out` as ``npz``,
         ``parquet`` or ``minari`` (out = dataset id) plus ``OUT.manifest.json``; returns the
-        manifest. Deterministic: the same LSN gives the same bytes (`replaybuf.export`)."""
+        manifest. Deterministic: the same LSN (and codec) gives the same bytes
+        (`replaybuf.export`). `compression`: the Parquet codec (`replaybuf.export.PARQUET_CODECS`;
+        None: snappy); other formats refuse one."""
 
         self._check_open()
         lsn = self._as_of(as_of_lsn)
         with Materialized(self._log, table, lsn) as m:
             return write_export(m.chunks(fields=fields), out, format, info=m.info(fields),
-                                total=m.count, progress=progress)
+                                total=m.count, progress=progress, compression=compression)
 
     def replay_sample(self, table: str, at_lsn: int, batch_size: int, *, beta: float = 0.4,
                       seed: int | None = None, fields: Sequence[str] | None = None) -> Sample:

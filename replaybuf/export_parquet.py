@@ -35,7 +35,7 @@ from replaybuf.export_chunk import (
 )
 
 __all__ = ["ParquetWriter", "PARQUET_CODECS", "PARQUET_DEFAULT_CODEC", "PARQUET_ROW_GROUP",
-           "arrow_strings"]
+           "arrow_strings", "stats_columns"]
 
 #: Items per Parquet row group (fixed, so the bytes do not depend on how chunks arrived).
 PARQUET_ROW_GROUP = 65536
@@ -53,6 +53,17 @@ def check_codec(compression: str | None) -> str:
         raise InvalidArgumentError(
             f"compression is {compression!r}; use one of {list(PARQUET_CODECS)} (Parquet only)")
     return compression
+
+
+def stats_columns(schema: Any) -> list[str]:
+    """The columns whose Parquet statistics (min/max per row group and page) are written:
+    every column but the tensor fields (fixed-size lists). Row-group pruning in DuckDB or
+    Spark uses the scalar ones (item id, priority, lineage); min/max over a tensor's
+    flattened elements prunes nothing and costs a pass over every element."""
+
+    import pyarrow as pa
+
+    return [f.name for f in schema if not pa.types.is_fixed_size_list(f.type)]
 
 
 def _arrow_type(pa: Any, dt: np.dtype, shape: tuple[int, ...]) -> Any:
@@ -120,7 +131,7 @@ class ParquetWriter:
         out.parent.mkdir(parents=True, exist_ok=True)
         self._writer = pq.ParquetWriter(
             self.part, self.schema, compression=codec, compression_level=PARQUET_CODECS[codec],
-            use_dictionary=False, write_statistics=True, version="2.6")
+            use_dictionary=False, write_statistics=stats_columns(self.schema), version="2.6")
         self._pending: list[Any] = []
         self._rows = 0
 
