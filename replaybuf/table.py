@@ -473,22 +473,28 @@ class Table:
     def _mirror_append(self, a: Applied, live: bool) -> None:
         slots, ids, prios = a.slots, a.ids, a.values
         body = a.event.items_appended
+        # The lowest free slots are usually consecutive: then a slice, which copies rows
+        # several times faster than a fancy index.
+        at: slice | np.ndarray = slots
+        if slots.size and int(slots[-1]) - int(slots[0]) == slots.size - 1 and (
+                slots.size < 3 or (slots[1:] > slots[:-1]).all()):
+            at = slice(int(slots[0]), int(slots[-1]) + 1)
         if a.rows is not None:  # decoded by the applier
             for name, col in self._columns.items():
-                col[slots] = a.rows[name]
+                col[at] = a.rows[name]
         else:
             for c in body.data.columns:
-                self._columns[c.name][slots] = from_tensor(c.tensor, name=c.name)
-        self._ids[slots] = ids
+                self._columns[c.name][at] = from_tensor(c.tensor, name=c.name)
+        self._ids[at] = ids
         self._slot_of.add(ids, slots)
-        self._prio[slots] = prios
-        self._times[slots] = 0
+        self._prio[at] = prios
+        self._times[at] = 0
         for name, dt in LINEAGE_NUMERIC:
             if a.lineage is not None:  # decoded by the applier
-                self._lineage[name][slots] = a.lineage[name]
+                self._lineage[name][at] = a.lineage[name]
                 continue
             col = getattr(body.lineage, name)
-            self._lineage[name][slots] = np.asarray(col, dtype=dt) if len(col) else 0
+            self._lineage[name][at] = np.asarray(col, dtype=dt) if len(col) else 0
         strings = a.strings or (list(body.lineage.request_id), list(body.lineage.source))
         for arr, vals in zip((self._req, self._src), strings):
             # 0, 1 or n entries, broadcast as the applier stores them
