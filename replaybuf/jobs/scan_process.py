@@ -97,9 +97,11 @@ def plan_in_process(view_path: str | Path, spec: JobSpec, *, job_id: str, now_ms
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     started = time.perf_counter()
     try:
+        # stdout to /dev/null: this process's stdout may carry output of its own (`jobs run
+        # --json`, a benchmark's JSON); stderr is shared (progress bars, a crash's message).
         proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(write_fd)],
-                                stdin=subprocess.PIPE, pass_fds=(write_fd,), env=env,
-                                close_fds=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                pass_fds=(write_fd,), env=env, close_fds=True)
     except OSError as exc:
         os.close(read_fd)
         raise ScanProcessError(
