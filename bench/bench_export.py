@@ -188,14 +188,8 @@ def child_export(args: list[str]) -> None:
         t0 = time.perf_counter()
         if prof is not None:
             prof.enable()
-        if codec:  # Engine.export's steps, with the codec (the CLI's --compression)
-            from replaybuf.export import write_export
-
-            with engine.as_of(TABLE, lsn) as m:
-                manifest = write_export(m.chunks(), out, fmt_, info=m.info(), total=m.count,
-                                        compression=codec)
-        else:
-            manifest = engine.export(TABLE, out, as_of_lsn=lsn, format=fmt_)
+        manifest = engine.export(TABLE, out, as_of_lsn=lsn, format=fmt_,
+                                 compression=codec or None)
         if prof is not None:
             prof.disable()
         wall = time.perf_counter() - t0

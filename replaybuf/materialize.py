@@ -7,10 +7,10 @@ applier (`replaybuf.applier`: items an event names that are absent are skipped, 
 repeated ids wins, a draw counts for items appended before it, the first ``TableCreated`` of
 a name wins). `Materialized.chunks` then streams the payloads of the ``ItemsAppended`` events
 that still hold present items (kept from the scan up to `_KEEP_BYTES`, 256 MiB, so most
-exports read the log once; beyond that, or for a second call, read from the log again), decoded with one
-``numpy.frombuffer`` per field and event, in id order; string lineage is cut out of the
-record bytes in bulk (`Utf8Strings`), never a Python ``str`` per item (the decoding helpers
-live in `replaybuf.materialize_decode`). The first read parses append events without their
+exports read the log once; beyond that, or for a second call, read from the log again),
+decoded with one ``numpy.frombuffer`` per field and event, in id order; string lineage is
+cut out of the record bytes in bulk (`Utf8Strings`), never a Python ``str`` per item (the
+decoding helpers live in `replaybuf.materialize_decode`). The first read parses append events without their
 lineage, updates and draws between two appends or evictions are applied together (the
 present set cannot change in between). Payloads never touch a scratch
 database, and the result equals the live view at n (``tests/test_materialize.py`` checks
