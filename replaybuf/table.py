@@ -298,19 +298,23 @@ class Table:
         occupied[slots] = True
         if int(np.count_nonzero(occupied)) != n:
             raise ValueError(f"table {self.name!r}: two items in one slot")
+        at: slice | np.ndarray = slots  # a slice where the items fill slots 0..n-1 in order
+        if n and int(slots[0]) == 0 and int(slots[-1]) == n - 1 and (
+                n < 3 or (slots[1:] > slots[:-1]).all()):
+            at = slice(0, n)
         with self._lock:
             if len(self._slot_of):
                 raise ValueError(f"table {self.name!r} is not empty")
             ids = np.asarray(state.ids, np.uint64)
             self._slot_of.load(ids, slots)
             self.allocator.load(slots)
-            self._ids[slots] = ids
-            self._prio[slots] = state.priorities
-            self._times[slots] = times_sampled
+            self._ids[at] = ids
+            self._prio[at] = state.priorities
+            self._times[at] = times_sampled
             for name, _ in LINEAGE_NUMERIC:
-                self._lineage[name][slots] = state.lineage[name]
+                self._lineage[name][at] = state.lineage[name]
             for name, col in state.columns.items():
-                self._columns[name][slots] = col
+                self._columns[name][at] = col
             k = self.config.max_times_sampled
             active = slots
             if k:

@@ -322,6 +322,8 @@ def older_columns(ids: np.ndarray, rows: np.ndarray, older: TableState,
     pos = np.searchsorted(older.ids, ids[:k])
     if k and (pos.max() >= older.ids.size or not (older.ids[pos] == ids[:k]).all()):
         raise ValueError("an item present now is missing from the older snapshot")
+    if k and int(pos[-1]) - int(pos[0]) == k - 1:  # ascending: a run, as nothing was evicted
+        pos = slice(int(pos[0]), int(pos[-1]) + 1)
     out = {}
     for spec in config.signature:
         col = np.empty((ids.size, *spec.shape), spec.dtype)

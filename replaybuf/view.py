@@ -365,7 +365,12 @@ class View:
             if metas.size and not (metas["version"] == _V).all():
                 raise ViewDamagedError("item_meta holds a record of an unknown version")
             pending = self._pending_in(txn)
+            single = len(self._by_index) <= 1 and bool((metas["table"] == next(
+                iter(self._by_index), 0)).all())
             for idx in self._by_index:
+                if single:  # no copies of the records to pick the table's
+                    hot_meta.fill(txn, self._dbs, pending, idx, metas, scan=True)
+                    continue
                 sel = np.flatnonzero(metas["table"] == idx)
                 part = metas[sel]
                 hot_meta.fill(txn, self._dbs, pending, idx, part, scan=True)
@@ -376,7 +381,6 @@ class View:
                 metas_rows = metas["item_id"] >= payloads_from  # metas with a row here
                 if not items.set_range(U64.pack(payloads_from)):
                     cursor = iter(())  # (an unpositioned cursor would start at the first)
-            single = len(self._by_index) <= 1
             joined, payloads = b"", []
             if single:  # one table: no need to split the payloads
                 joined = b"".join(cursor)
@@ -400,7 +404,7 @@ class View:
             rows = np.frombuffer(buf, dt)
             if rows.size and not (rows["_v"] == _V).all():
                 raise ViewDamagedError(f"a payload of table {rec.name!r} has an unknown version")
-            out[idx] = (metas[metas["table"] == idx], rows)
+            out[idx] = (metas if single else metas[metas["table"] == idx], rows)
         return out
 
     def iter_items(self, table: int, chunk_items: int = 4096
