@@ -5,12 +5,11 @@ items that events change after the append (priority, reward, times sampled, pres
 numpy arrays, applying each event as one vectorized step with the rules of the engine's
 applier (`replaybuf.applier`: items an event names that are absent are skipped, the last of
 repeated ids wins, a draw counts for items appended before it, the first ``TableCreated`` of
-a name wins). `Materialized.chunks` then streams the payloads of the ``ItemsAppended`` events
-that still hold present items (kept from the scan up to `_KEEP_BYTES`, 256 MiB, so most
-exports read the log once; beyond that, or for a second call, read from the log again),
-decoded with one ``numpy.frombuffer`` per field and event, in id order; string lineage is
-cut out of the record bytes in bulk (`Utf8Strings`), never a Python ``str`` per item (the
-decoding helpers live in `replaybuf.materialize_decode`). The first read parses append events without their
+a name wins). `Materialized.chunks` then reads the ``ItemsAppended`` events that still hold
+present items a second time and streams their payloads, decoded with one
+``numpy.frombuffer`` per field and event, in id order; string lineage is cut out of the
+record bytes in bulk (`Utf8Strings`), never a Python ``str`` per item (the decoding helpers
+live in `replaybuf.materialize_decode`). The first read parses append events without their
 lineage, updates and draws between two appends or evictions are applied together (the
 present set cannot change in between). Payloads never touch a scratch
 database, and the result equals the live view at n (``tests/test_materialize.py`` checks
@@ -21,10 +20,9 @@ restart or a rebuild.
 `replay_sample`) need the RAM runtime; they replay the log through the applier into a scratch
 LMDB view in a temporary directory, built on first use.
 
-Cost: reading and decoding the events ``<= n`` once, then decoding the append events of the
-present items again (read again only beyond the kept bytes); memory O(present items) for the
-state (34 bytes each), at most `_KEEP_BYTES` of kept payloads (handed over, and freed, as the
-stream goes), plus O(chunk) for the stream. Not thread-safe; one `Materialized` per caller.
+Cost: reading and decoding the events ``<= n`` once, then the append events of the present
+items again; memory O(present items) for the state (34 bytes each) plus O(chunk) for the
+stream. Not thread-safe; one `Materialized` per caller.
 
 Example::
 
@@ -72,8 +70,6 @@ EXPORT_CHUNK_ITEMS = 65536
 _BATCH_EVENTS = 2048
 _BATCH_BYTES = 64 << 20
 _CHANGES_MAX = 1 << 18  # buffered ids of updates and draws before they are applied (memory)
-#: Most bytes of append payloads the scan keeps for the stream (beyond it: read again).
-_KEEP_BYTES = 256 << 20
 _U64 = np.dtype(np.uint64)
 _F64 = np.dtype(np.float64)
 
@@ -260,11 +256,6 @@ class Materialized:
         self._config: TableConfig | None = None
         self._live = _LiveItems()
         self._appends: list[tuple[int, int, int]] = []  # (LSN, first id, last id)
-        # Payloads of append events kept from the scan for `chunks` (no second log read),
-        # at most _KEEP_BYTES of them: {LSN: (payload, first id, last id)}.
-        self._kept: dict[int, tuple[bytes, int, int]] = {}
-        self._kept_bytes = 0
-        self._refused = 0  # appends not kept since the last prune
         self._scan()
 
     # -- the scan -----------------------------------------------------------------------------
@@ -298,8 +289,6 @@ class Materialized:
             if kind == "items_appended":
                 changes.apply(live)
                 next_id = self._append(last, body, next_id)
-                if self._appends and self._appends[-1][0] == last:
-                    self._keep(rec.payload)
             elif kind == "rewards_corrected":
                 add(changes.reward_ids, changes.reward_values, body.item_ids, body.rewards)
             elif kind == "items_evicted":
@@ -321,34 +310,6 @@ class Materialized:
         live.compact()
         first = int(live.ids[0]) if live.n else 0
         self._appends = [a for a in self._appends if live.n and a[2] >= first]
-        for lsn in [k for k, v in self._kept.items() if not live.n or v[2] < first]:
-            self._drop_kept(lsn)
-
-    def _keep(self, payload: bytes) -> None:
-        """Keep the payload of the append just scanned for `chunks`, within _KEEP_BYTES; when
-        full, first drop kept appends none of whose items is still present (amortized: a
-        prune runs only after a quarter as many refusals as appends kept)."""
-
-        lsn, first, last = self._appends[-1]
-        size = len(payload)
-        if self._kept_bytes + size > _KEEP_BYTES:
-            self._refused += 1
-            if self._refused * 4 < len(self._kept):
-                return
-            self._refused = 0
-            live = self._live
-            ids, alive = live.ids[: live.n], live.alive[: live.n]
-            for k, (_, lo_id, hi_id) in list(self._kept.items()):
-                lo, hi = np.searchsorted(ids, [lo_id, hi_id + 1])
-                if not alive[lo:hi].any():
-                    self._drop_kept(k)
-            if self._kept_bytes + size > _KEEP_BYTES:
-                return
-        self._kept[lsn] = (payload, first, last)
-        self._kept_bytes += size
-
-    def _drop_kept(self, lsn: int) -> None:
-        self._kept_bytes -= len(self._kept.pop(lsn)[0])
 
     def _append(self, lsn: int, body: Any, next_id: int) -> int:
         cfg = self._config
@@ -437,9 +398,12 @@ class Materialized:
         cfg = self.config
         specs = {n: cfg.field(n) for n in names}
         live = self._live
+        wanted = {a[0] for a in self._appends}
         reward = cfg.reward_field if cfg.has_reward and cfg.reward_field in specs else None
-        for lsn, payload in self._append_payloads():
-            body, numbers, strings = _stream_decode(payload, lsn)
+        for rec in self._log.read(self._appends[0][0], self._appends[-1][0]):
+            if rec.lsn not in wanted:
+                continue
+            body, numbers, strings = _stream_decode(rec.payload, rec.lsn)
             ids = np.asarray(body.item_ids, _U64)
             n = ids.size
             sel: slice | np.ndarray
@@ -472,30 +436,6 @@ class Materialized:
                     lineage[k] = strs if keep is None else [strs[i] for i in keep.tolist()]
             yield Chunk(live.ids[sel].copy(), columns, live.priority[sel].copy(),
                         live.times[sel].copy(), lineage)
-
-    def _append_payloads(self) -> Iterator[tuple[int, bytes]]:
-        """``(LSN, payload)`` of the append events in `_appends`, in order: the kept ones
-        (handed over once: memory goes down as the stream goes on), the others read from the
-        log, each run of them in one read."""
-
-        lsns = [a[0] for a in self._appends]
-        kept = self._kept
-        i = 0
-        while i < len(lsns):
-            if lsns[i] in kept:
-                payload = kept[lsns[i]][0]
-                self._drop_kept(lsns[i])
-                yield lsns[i], payload
-                i += 1
-                continue
-            j = i
-            while j < len(lsns) and lsns[j] not in kept:
-                j += 1
-            wanted = set(lsns[i:j])
-            for rec in self._log.read(lsns[i], lsns[j - 1]):
-                if rec.lsn in wanted:
-                    yield rec.lsn, rec.payload
-            i = j
 
     # -- the RAM runtime (replay of a draw) ---------------------------------------------------
 
@@ -558,8 +498,6 @@ class Materialized:
         if self._closed:
             return
         self._closed = True
-        self._kept.clear()
-        self._kept_bytes = 0
         if self._view is not None:
             self._view.close()
         if self._dir is not None:
