@@ -22,8 +22,8 @@ Restart (ours, W2 data dir left by the throughput part, or `--restart-dir DIR` a
 `--restart-runs` each, every one in a fresh subprocess so peak RSS is per phase): `open` =
 reopen after a clean close (the tables' snapshot file written at close + catch-up + tree
 rebuild; goal < 3 s); `sigkill` = a child opens the engine, samples one batch, logs it and
-SIGKILLs itself, then the timed reopen (the snapshot is stale: view scan + catch-up + tree
-rebuild); `rebuild` = delete DIR/view, reopen (replay of the whole log; goal >= 300k items/s). Profile: where one W2 sample of 256 spends its time (perf_counter breakdown of
+SIGKILLs itself, then the timed reopen (the snapshot is stale: a scan of the view that takes
+the older payloads from the snapshot + catch-up + tree rebuild); `rebuild` = delete DIR/view, reopen (replay of the whole log; goal >= 300k items/s). Profile: where one W2 sample of 256 spends its time (perf_counter breakdown of
 Engine.sample's steps + cProfile top functions).
 
     bash bench/setup_peers_venv.sh
@@ -669,6 +669,7 @@ def restart_table(restart: dict[str, Any]) -> list[str]:
              "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     labels = {"open": "clean close + reopen (tables' snapshot, catch-up, tree rebuild)",
               "sigkill": "reopen after SIGKILL (view scan, catch-up, tree rebuild)",
+              # loaded_from: scan+snapshot = the payloads older than the stale snapshot from it
               "rebuild": "rebuild from log (view deleted)"}
     for phase in RESTART_PHASES:
         goal = (f">= {GOAL_REBUILD_ITEMS_PER_S:,} items/s" if phase == "rebuild"
@@ -678,8 +679,9 @@ def restart_table(restart: dict[str, Any]) -> list[str]:
             lines.append(f"| {labels[phase]} | {restart['items']:,} | failed | - | - | "
                          f"{goal} | - | - | - | - |")
             continue
+        source = "" if phase == "rebuild" else f" ({'/'.join(s['loaded_from'])})"
         lines.append(
-            f"| {labels[phase]} ({'/'.join(s['loaded_from'])}) | {restart['items']:,} | "
+            f"| {labels[phase]}{source} | {restart['items']:,} | "
             f"{s['open_s_median']:.2f} | {s['open_cpu_s_median']:.2f} | "
             f"{restart['items'] / s['open_s_median']:,.0f} | {goal} | "
             f"{s['peak_rss_mb_max']:,.0f} | {s['first_sample_s_median'] * 1e3:.1f} | "
