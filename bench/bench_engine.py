@@ -23,8 +23,9 @@ Restart (ours, W2 data dir left by the throughput part, or `--restart-dir DIR` a
 reopen after a clean close (the tables' snapshot file written at close + catch-up + tree
 rebuild; goal < 3 s); `sigkill` = a child opens the engine, samples one batch, logs it and
 SIGKILLs itself, then the timed reopen (the snapshot is stale: a scan of the view that takes
-the older payloads from the snapshot + catch-up + tree rebuild); `rebuild` = delete DIR/view, reopen (replay of the whole log; goal >= 300k items/s). Profile: where one W2 sample of 256 spends its time (perf_counter breakdown of
-Engine.sample's steps + cProfile top functions).
+the older payloads from the snapshot + catch-up + tree rebuild); `rebuild` = delete DIR/view,
+reopen (replay of the whole log; goal >= 300k items/s). Profile: where one W2 sample of 256
+spends its time (perf_counter breakdown of Engine.sample's steps + cProfile top functions).
 
     bash bench/setup_peers_venv.sh
     .bench-venv/bin/python bench/bench_engine.py                 # full size, all peers
@@ -767,7 +768,8 @@ def restart_only(args: argparse.Namespace) -> int:
         items = e.describe_table("w2").size  # this open also rebuilds a view of an old format
     restart = run_restart(d, "w2", items, args, log)
     restart |= {"loadavg_start": list(load0), "loadavg_end": list(os.getloadavg())}
-    write_json(args.json, {"restart": restart, "params": {k: str(v) for k, v in vars(args).items()}})
+    params = {k: str(v) for k, v in vars(args).items()}
+    write_json(args.json, {"restart": restart, "params": params})
     print("\n".join(restart_table(restart)))
     print(f"\nload average {load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
           f"JSON: {args.json}")

@@ -3,9 +3,10 @@
 Item ids are assigned in increasing order and every append to a table brings ids larger than
 any it holds, so the map only ever grows at its end: appending is a copy into the arrays, a
 removal marks its entries dead (slot -1), and a lookup is one `numpy.searchsorted` over the
-ids (or, while the ids have no gaps, a subtraction). No Python work per item, unlike a dict: loading a million items is a copy, and looking
-up a sampled batch is a few numpy calls. Dead entries are dropped once they outnumber the
-live ones, so memory stays O(live items) and lookups O(log live items).
+ids (or, while the ids have no gaps, a subtraction). No Python work per item, unlike a dict:
+loading a million items is a copy, and looking up a sampled batch is a few numpy calls. Dead
+entries are dropped once they outnumber the live ones, so memory stays O(live items) and
+lookups O(log live items).
 
 Not thread-safe: the table calls it under its lock.
 

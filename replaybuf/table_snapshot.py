@@ -46,8 +46,8 @@ import numpy as np
 
 from replaybuf.table_config import TableConfig
 
-__all__ = ["TableState", "Gathered", "SnapshotKey", "older_columns", "SNAPSHOT_NAME", "SNAPSHOT_FORMAT", "write_snapshot",
-           "read_snapshot", "remove_snapshot"]
+__all__ = ["TableState", "Gathered", "SnapshotKey", "older_columns", "SNAPSHOT_NAME",
+           "SNAPSHOT_FORMAT", "write_snapshot", "read_snapshot", "remove_snapshot"]
 
 _logger = logging.getLogger(__name__)
 

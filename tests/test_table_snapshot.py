@@ -23,15 +23,15 @@ TABLES = [
 ]
 
 
-def _fill(path: Path, extra: int = 0) -> dict:
+def _fill(path: Path) -> dict:
     """An engine with every kind of change, closed cleanly; its state."""
 
     with Engine(path, CONFIG) as engine:
         for cfg in TABLES:
             engine.create_table(cfg, exist_ok=True)
         for name in ("per", "fifo"):
-            engine.append(name, batch(np.arange(12 + extra)), priorities=np.arange(12 + extra) + 1.0,
-                          lineage={"episode_id": 3, "step": np.arange(12 + extra),
+            engine.append(name, batch(np.arange(12)), priorities=np.arange(12) + 1.0,
+                          lineage={"episode_id": 3, "step": np.arange(12),
                                    "request_id": "r", "model_version": -2, "source": name})
         engine.append("img", {"x": np.arange(3 * 24, dtype=np.uint8).reshape(3, 2, 3, 4),
                               "reward": np.ones(3, np.float32)})
