@@ -34,7 +34,7 @@ from replaybuf.v1 import events_pb2
 __all__ = [
     "Applied", "Batch", "SlotSource", "TableRecord", "TableStats", "ViewDamagedError",
     "META_DTYPE", "RECORD_VERSION", "FLAG_EVICTED", "FLAG_CORRECTED", "row_dtype", "item_keys",
-    "decode_strings", "JOB_VALUE",
+    "decode_strings", "JOB_VALUE", "broadcast_strings",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -136,13 +136,23 @@ def row_dtype(config: TableConfig) -> np.dtype:
     return np.dtype([("_v", "u1")] + [(s.name, s.dtype, s.shape) for s in config.signature])
 
 
+def _u64(values: Any) -> np.ndarray:
+    """A repeated uint64 field as a uint64 array. numpy converts a sequence of Python ints
+    several times faster when it infers the dtype than when it is told uint64."""
+
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu" and arr.size:  # cannot happen for a uint64 field
+        raise ValueError(f"item ids of dtype {arr.dtype}")
+    return arr.astype(np.uint64, copy=False)
+
+
 def item_keys(ids: np.ndarray) -> list[bytes]:
     """8-byte big-endian keys of item ids (they sort numerically)."""
 
     return np.ascontiguousarray(ids, dtype=">u8").view("V8").tolist()  # bytes objects
 
 
-def _broadcast(values: Any, n: int) -> list[str]:
+def broadcast_strings(values: Any, n: int) -> list[str]:
     """A lineage string column as n values: 0 entries -> "", 1 -> repeated, n -> as is
     (longer or shorter lists repeat their last entry, as the engine validated them)."""
 
@@ -193,6 +203,7 @@ class Batch:
         self.pending_after = self.pending  # the state after this transaction (`finish`)
         self._columns = columns or {}  # LSN -> decoded arrays of a live ItemsAppended
         self._new = NewItems(txn, dbs)  # records of appends, written in bulk
+        self._row_dtypes: dict[int, np.dtype] = {}  # table -> `row_dtype` (made once)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -329,7 +340,7 @@ class Batch:
     def _append(self, lsn: int, ev: events_pb2.Event, rec: TableRecord) -> Applied:
         body = ev.items_appended
         cfg = rec.config
-        ids = np.asarray(body.item_ids, dtype=np.uint64)
+        ids = _u64(body.item_ids)
         n = ids.size
         if n == 0:
             return Applied("items_appended", lsn, rec.index, ids, np.empty(0, np.int64), None, ev)
@@ -341,7 +352,10 @@ class Batch:
             )
         decoded = self._columns.get(lsn)
         cols = {c.name: c for c in body.data.columns} if decoded is None else decoded
-        rows = np.empty(n, row_dtype(cfg))
+        dt = self._row_dtypes.get(rec.index)
+        if dt is None:
+            dt = self._row_dtypes[rec.index] = row_dtype(cfg)
+        rows = np.empty(n, dt)
         rows["_v"] = _V
         for spec in cfg.signature:
             if spec.name not in cols:
@@ -370,12 +384,13 @@ class Batch:
             MODEL_VERSION_BIAS)
         self._new.add(ids, rows, metas, rec.index, metas["episode_id"], biased)
         # Items without request id or source need no string record and no per-item work.
-        req_col: list[str] = list(lin.request_id) if any(lin.request_id) else []
-        src_col: list[str] = list(lin.source) if any(lin.source) else []
+        # ("".join is a C loop; any() a Python one per string.)
+        req_col: list[str] = list(lin.request_id) if "".join(lin.request_id) else []
+        src_col: list[str] = list(lin.source) if "".join(lin.source) else []
         if req_col or src_col:
             keys = item_keys(ids)
-            reqs = [r.encode() for r in _broadcast(req_col, n)]
-            srcs = [s.encode() for s in _broadcast(src_col, n)]
+            reqs = [r.encode() for r in broadcast_strings(req_col, n)]
+            srcs = [s.encode() for s in broadcast_strings(src_col, n)]
             if len(set(srcs)) == 1:  # one source for the batch (the usual case)
                 tail = len(srcs[0]).to_bytes(2, "little") + srcs[0]
                 values = [b"%c%b%b%b" % (_V, len(r).to_bytes(2, "little"), r, tail)

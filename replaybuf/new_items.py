@@ -19,6 +19,7 @@ Not thread-safe: it lives inside one write transaction.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import lmdb
@@ -68,16 +69,10 @@ def index_runs(tables: np.ndarray, appends: np.ndarray, ids: np.ndarray, values:
     return keys, runs
 
 
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    """Parts of one dtype as one array of that very dtype (np.concatenate would promote
-    big-endian fields to native order)."""
+def _records_of(arrays: Iterator[np.ndarray]) -> list[bytes]:
+    """`records` of several arrays, as one list."""
 
-    out = np.empty(sum(p.size for p in parts), parts[0].dtype)
-    at = 0
-    for p in parts:
-        out[at : at + p.size] = p
-        at += p.size
-    return out
+    return list(itertools.chain.from_iterable(records(a) for a in arrays))
 
 
 def _key_order(keys: list[bytes]) -> list[bytes]:
@@ -128,14 +123,13 @@ class NewItems:
         parts = self._parts
         ids = np.concatenate([p[1] for p in parts])
         keys = np.ascontiguousarray(ids, ">u8").view("V8").tolist()  # big-endian: id order
-        if len({p[2].dtype for p in parts}) == 1:  # one table's rows: one conversion
-            rows = records(_joined([p[2] for p in parts]))
-        else:
-            rows = [r for p in parts for r in records(p[2])]
+        # Each append's records straight from its arrays: no joined copy of them all.
+        rows = _records_of(p[2] for p in parts)
         # Append mode, always: every id in the view is below these, and a key that is not
         # past the last one fails (is not added) instead of overwriting a record.
         added = self._put("items", keys, rows, True)
-        added += self._put("item_meta", keys, records(_joined([p[3] for p in parts])), True)
+        added += self._put("item_meta", keys, _records_of(p[3] for p in parts),
+                           True)
         if added != 2 * ids.size:
             raise ViewDamagedError(
                 f"appended items {int(ids[0])}.. already exist in the view; the view does not "
