@@ -14,8 +14,9 @@ stay off: on the string columns they cost more CPU and made the file bigger (req
 unique). Page size and batch size are pyarrow's defaults (others measured no better).
 Codecs (`PARQUET_CODECS`), measured on the 1M-item W2 benchmark (``bench/RESULTS.md``):
 ``snappy``, the default, is the fastest to write and read by every Parquet reader (DuckDB,
-pandas, Spark); ``lz4`` is about as fast and as big but older readers may lack the codec; ``zstd`` (level 3) makes files about 15% smaller for
-random floats and costs about 0.7-1 CPU s more per million W2 rows; ``none`` is the biggest.
+pandas, Spark); ``lz4`` is about as fast and as big but older readers may lack the codec;
+``zstd`` (level 3) makes files about 15% smaller for random floats and costs about 0.7-1 CPU s
+more per million W2 rows; ``none`` is the biggest.
 Declaring list elements non-null halves pyarrow's cost of encoding the tensor columns (their
 definition levels are then constant).
 
