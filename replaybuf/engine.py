@@ -79,7 +79,7 @@ from replaybuf.tensors import check_batch, from_batch, to_batch
 from replaybuf.v1 import events_pb2, tensor_pb2
 from replaybuf.view import Applied, View, ViewDamagedError
 from replaybuf.write_pipeline import AppendTicket, InFlight, WritePipeline
-from replaybuf import audit, mirror_runs
+from replaybuf import audit
 from replaybuf.rolling_metrics import RollingMetrics
 
 __all__ = ["Engine", "EngineConfig"]
@@ -312,9 +312,7 @@ class Engine:
 
     def _mirror(self, records: list[tuple[int, events_pb2.Event]], applied: list[Applied], *,
                 live: bool = True) -> None:
-        # Runs of appends (draws) of one table are mirrored in one step (`mirror_runs`).
-        for run in mirror_runs.runs(applied):
-            a = mirror_runs.merged(run)
+        for a in applied:
             if a.kind == "table_created" and a.table >= 0:
                 rec = next(r for r in self._view.tables() if r.index == a.table)
                 t = Table(a.table, rec.config, created_lsn=a.lsn, clock=self._clock,
