@@ -54,7 +54,9 @@ from replaybuf.errors import (
     InvalidPriorityError, TableNotFoundError,
 )
 from replaybuf.engine_config import EngineConfig
-from replaybuf.events import EVENT_VERSION, decode_event, encode_event, make_event
+from replaybuf.events import (
+    EVENT_VERSION, decode_event, encode_event, encode_event_with_batch, make_event,
+)
 from replaybuf.export import Chunk, write_export
 from replaybuf.file_log import FileLog
 from replaybuf.lineage import Lineage
@@ -78,6 +80,7 @@ from replaybuf.table_snapshot import (
 from replaybuf.tensors import check_batch, from_batch, to_batch
 from replaybuf.v1 import events_pb2, tensor_pb2
 from replaybuf.view import Applied, View, ViewDamagedError
+from replaybuf.wire_batch import EncodedBatch
 from replaybuf.write_pipeline import AppendTicket, InFlight, WritePipeline
 from replaybuf import audit
 from replaybuf.rolling_metrics import RollingMetrics
@@ -342,13 +345,17 @@ class Engine:
                producer_seq: int | None = None,
                columns: Mapping[str, np.ndarray] | None = None, table: int = -1,
                added: int = 0, victims: np.ndarray | None = None,
+               payloads: list[bytes] | None = None,
                ) -> tuple[PendingAppend, InFlight | None]:
         """Queue `events` as one log frame and in the write pipeline (writer lock held);
         `WritePipeline.finish` then waits for the fsync and applies it. `columns`: the
         validated arrays of the last event (an ItemsAppended), so the view does not decode its
-        tensors again. No entry for a producer's retry (nothing new was logged)."""
+        tensors again; `payloads`: the events already encoded (an append whose batch came
+        encoded). No entry for a producer's retry (nothing new was logged)."""
 
-        pending = self._log.begin_append([encode_event(e) for e in events],
+        if payloads is None:
+            payloads = [encode_event(e) for e in events]
+        pending = self._log.begin_append(payloads,
                                          producer_id=producer_id, producer_seq=producer_seq)
         if pending.duplicate:
             return pending, None
@@ -446,7 +453,8 @@ class Engine:
     # -- append -------------------------------------------------------------------------------
 
     def append(
-        self, table: str, data: Mapping[str, np.ndarray] | tensor_pb2.ColumnarBatch, *,
+        self, table: str,
+        data: Mapping[str, np.ndarray] | tensor_pb2.ColumnarBatch | EncodedBatch, *,
         priorities: Sequence[float] | np.ndarray | float | None = None,
         lineage: Lineage | Mapping[str, object] | None = None,
         producer_id: bytes | None = None, producer_seq: int | None = None,
@@ -460,7 +468,8 @@ class Engine:
                                  timeout=timeout).result()
 
     def begin_append(
-        self, table: str, data: Mapping[str, np.ndarray] | tensor_pb2.ColumnarBatch, *,
+        self, table: str,
+        data: Mapping[str, np.ndarray] | tensor_pb2.ColumnarBatch | EncodedBatch, *,
         priorities: Sequence[float] | np.ndarray | float | None = None,
         lineage: Lineage | Mapping[str, object] | None = None,
         producer_id: bytes | None = None, producer_seq: int | None = None,
@@ -475,8 +484,9 @@ class Engine:
         Args:
             table: table name.
             data: one array per signature field, each with a leading batch dimension n; or
-                the same as an encoded `ColumnarBatch` (the server passes the request's, which
-                saves a copy of each column).
+                the same as an encoded `ColumnarBatch`; or as the wire bytes of one
+                (`replaybuf.wire_batch.EncodedBatch`: the server passes the request's, whose
+                tensors are then copied once, into the logged event).
             priorities: n raw priorities (finite, >= 0), one for all, or None for the table's
                 current max priority (1.0 when empty), as in PER.
             lineage: per-item provenance; each column 0, 1 or n entries (see `Lineage`).
@@ -498,11 +508,15 @@ class Engine:
         self._check_open()
         t = self._table(table)
         encoded = isinstance(data, tensor_pb2.ColumnarBatch)
-        if not encoded and not isinstance(data, Mapping):
+        wire = isinstance(data, EncodedBatch)
+        if not (encoded or wire) and not isinstance(data, Mapping):
             raise InvalidArgumentError(
                 f"data is a {type(data).__name__}; pass a mapping of field name to array"
             )
-        cols = from_batch(data) if encoded else {k: np.asarray(v) for k, v in data.items()}
+        if wire:
+            cols = dict(data.columns)
+        else:
+            cols = from_batch(data) if encoded else {k: np.asarray(v) for k, v in data.items()}
         n = check_batch(cols, t.config.signature, table=table)
         if n > t.config.capacity:
             raise InvalidArgumentError(
@@ -519,6 +533,8 @@ class Engine:
         appended.table = table
         if encoded:  # as it came over the wire: one copy into the event
             appended.data.CopyFrom(data)
+        elif wire:
+            pass  # its bytes are spliced into the logged event (`encode_event_with_batch`)
         else:
             to_batch({s.name: cols[s.name] for s in t.config.signature}, out=appended.data)
         lin.to_proto(appended.lineage)
@@ -553,9 +569,13 @@ class Engine:
                 appended.item_ids.extend(ids.tolist())
                 appended.priorities.extend(prios.tolist())
                 events.append(append_ev)
+                payloads = None
+                if wire:
+                    payloads = [encode_event(e) for e in events[:-1]]
+                    payloads.append(encode_event_with_batch(append_ev, data))
                 pending, entry = self._begin(
                     events, producer_id=producer_id, producer_seq=producer_seq, columns=cols,
-                    table=t.index, added=n, victims=victims)
+                    table=t.index, added=n, victims=victims, payloads=payloads)
         except BaseException:
             reservation.release()
             raise

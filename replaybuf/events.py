@@ -19,10 +19,13 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from replaybuf.errors import DataLossError
+from replaybuf.errors import DataLossError, InvalidArgumentError
 from replaybuf.v1 import events_pb2
+from replaybuf.wire import varint
+from replaybuf.wire_batch import LEN, EncodedBatch, fields
 
 __all__ = [
+    "encode_event_with_batch",
     "EVENT_VERSION",
     "EVENT_KINDS",
     "make_event",
@@ -63,6 +66,39 @@ def encode_event(event: events_pb2.Event) -> bytes:
     """Serialize deterministically (the same event always gives the same bytes)."""
 
     return event.SerializeToString(deterministic=True)
+
+
+_ITEMS_APPENDED = events_pb2.Event.DESCRIPTOR.fields_by_name["items_appended"].number
+_APPENDED_DATA = events_pb2.ItemsAppended.DESCRIPTOR.fields_by_name["data"].number
+
+
+def encode_event_with_batch(event: events_pb2.Event, batch: EncodedBatch) -> bytes:
+    """`encode_event` of an ItemsAppended event whose ``data`` is `batch`, given without it.
+
+    The batch's wire bytes are spliced in where protobuf writes field ``data`` (fields in
+    number order), so the result is byte for byte `encode_event` of the full event, with one
+    copy of the tensors instead of three (into the event, out of the request, serialized).
+    """
+
+    raw = encode_event(event)
+    outer = None
+    for number, wire, value, first in fields(raw, 0, len(raw), "Event"):
+        if number == _ITEMS_APPENDED and wire == LEN:
+            outer = first, value
+    if outer is None:
+        raise InvalidArgumentError("encode_event_with_batch needs an ItemsAppended event")
+    first, (off, n) = outer
+    cut = off + n
+    for number, _wire, _value, start in fields(raw, off, off + n, "ItemsAppended"):
+        if number == _APPENDED_DATA:
+            raise InvalidArgumentError("the event already has data; pass it without")
+        if number > _APPENDED_DATA:
+            cut = start
+            break
+    data = batch.field(_APPENDED_DATA)
+    size = n + sum(len(part) for part in data)
+    return b"".join([raw[:first], varint(_ITEMS_APPENDED << 3 | LEN), varint(size), raw[off:cut],
+                     *data, raw[cut:]])
 
 
 def decode_event(payload: bytes, *, lsn: int | None = None) -> events_pb2.Event:

@@ -91,7 +91,11 @@ class RollingMetrics:
                     continue
                 b[1] += a.ids.size
                 field = reward_field(body.table)
-                if field and a.ids.size:
+                if field and a.ids.size and a.rows is not None:  # decoded by the applier
+                    r = a.rows[field].astype(np.float64)
+                    b[2] += float(r.sum())
+                    b[3] += r.size
+                elif field and a.ids.size:
                     for col in body.data.columns:
                         if col.name == field:
                             r = from_tensor(col.tensor, name=field).astype(np.float64)

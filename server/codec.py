@@ -25,8 +25,10 @@ import numpy as np
 from replaybuf.tensors import dtype_to_proto
 from replaybuf.v1 import service_pb2, tensor_pb2
 from replaybuf.wire import varint
+from replaybuf.wire_batch import EncodedBatch, split_message
 
-__all__ = ["encode_sample", "encode_log_event", "passthrough_serializer"]
+__all__ = ["encode_sample", "encode_log_event", "passthrough_serializer",
+           "AppendRequestView", "decode_append_request"]
 
 _LITTLE = sys.byteorder == "little"
 
@@ -98,3 +100,45 @@ def passthrough_serializer(serialize: Callable[[Any], bytes]) -> Callable[[Any],
         return serialize(message)
 
     return serializer
+
+
+_APPEND_DATA = service_pb2.AppendRequest.DESCRIPTOR.fields_by_name["data"].number
+
+
+class AppendRequestView:
+    """An ``AppendRequest`` as received, with its ``data`` left in the received bytes.
+
+    The Append handler's request deserializer (`decode_append_request`): protobuf parses only
+    the small fields (table, priorities, lineage, producer); `batch` decodes the tensors as
+    read-only views of the received bytes, which the engine logs with one copy
+    (`replaybuf.wire_batch`). Other attributes read through to the parsed message, whose
+    ``data`` is empty.
+    """
+
+    __slots__ = ("message", "_raw", "_span")
+
+    def __init__(self, raw: bytes) -> None:
+        self._span, rest = split_message(raw, _APPEND_DATA, "AppendRequest")
+        self._raw = raw
+        self.message = service_pb2.AppendRequest.FromString(rest)
+
+    def batch(self) -> EncodedBatch | Any:
+        """The batch: an `EncodedBatch`, or the (empty) parsed one when none was sent.
+
+        Raises:
+            InvalidArgumentError: a column whose data does not match its dtype and shape, or a
+                field sent twice.
+        """
+
+        if self._span is None:
+            return self.message.data
+        return EncodedBatch.decode(self._raw, self._span, "AppendRequest.data")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.message, name)
+
+
+def decode_append_request(raw: bytes) -> AppendRequestView:
+    """Request deserializer of Append (see `AppendRequestView`)."""
+
+    return AppendRequestView(raw)

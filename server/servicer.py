@@ -45,7 +45,10 @@ from replaybuf.table_config import TableConfig
 from replaybuf.v1 import events_pb2, service_pb2, service_pb2_grpc
 
 from .append_stream import serve_appends
-from .codec import encode_log_event, encode_sample, passthrough_serializer
+from .codec import (
+    AppendRequestView, decode_append_request, encode_log_event, encode_sample,
+    passthrough_serializer,
+)
 from .metrics import EngineSnapshot, ServerMetrics, TableSnapshot
 from .status import streaming, unary
 from .streams import (
@@ -247,7 +250,7 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
 
     @streaming("Append")
     def Append(
-        self, request_iterator: Iterator[service_pb2.AppendRequest], context: grpc.ServicerContext
+        self, request_iterator: Iterator[AppendRequestView], context: grpc.ServicerContext
     ) -> Iterator[Any]:
         """One engine append and one ack per request, in order; the first bad batch ends the
         stream with its status (after the acks of the requests before it). Up to
@@ -268,10 +271,10 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             requests.close()
             self._metrics.active_streams.labels("Append").dec()
 
-    def _begin_append(self, request: service_pb2.AppendRequest,
+    def _begin_append(self, request: AppendRequestView,
                       context: grpc.ServicerContext) -> tuple[Any, float]:
         started = time.perf_counter()
-        data = request.data  # the engine validates and logs the encoded batch as it came
+        data = request.batch()  # tensors as views of the received bytes, logged as they came
         priorities = None
         if request.priorities:
             priorities = np.asarray(request.priorities, dtype=np.float64)
@@ -294,7 +297,7 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
         )
         return ticket, started
 
-    def _finish_append(self, begun: tuple[Any, float], request: service_pb2.AppendRequest) -> Any:
+    def _finish_append(self, begun: tuple[Any, float], request: AppendRequestView) -> Any:
         ticket, started = begun
         with self._engine_call(finishing=True):
             ack = ticket.result()
@@ -708,7 +711,8 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
 
 def add_servicer_to_server(servicer: ReplayServicer, server: grpc.Server) -> None:
     """Register the servicer like the generated ``add_ReplayServiceServicer_to_server``, except
-    that Sample and Subscribe send pre-encoded ``bytes`` as they are (see `codec`)."""
+    that Sample and Subscribe send pre-encoded ``bytes`` as they are, and Append's requests keep
+    their tensors in the received bytes (`codec.AppendRequestView`)."""
 
     service = service_pb2.DESCRIPTOR.services_by_name["ReplayService"]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -716,7 +720,8 @@ def add_servicer_to_server(servicer: ReplayServicer, server: grpc.Server) -> Non
         request_cls = message_factory.GetMessageClass(method.input_type)
         response_cls = message_factory.GetMessageClass(method.output_type)
         kwargs = dict(
-            request_deserializer=request_cls.FromString,
+            request_deserializer=(decode_append_request if method.name == "Append"
+                                  else request_cls.FromString),
             response_serializer=passthrough_serializer(response_cls.SerializeToString),
         )
         behaviour = getattr(servicer, method.name)
