@@ -51,3 +51,18 @@ def test_bench_log_quick_writes_json_with_every_parameter_and_result(tmp_path: P
             "none_large_mb_s_vs_raw_seq"} <= set(report["ratios"])
     # The run cleans up after itself: only the JSON is left in --dir.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.json"]
+
+
+def test_bench_group_floor_runs_and_reports_both_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "floor.json"
+    cmd = [sys.executable, str(REPO / "bench" / "bench_group_floor.py"), "--writers", "3",
+           "--runs", "1", "--seconds", "0.1", "--dir", str(tmp_path), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bare Python-thread group commit" in proc.stdout
+    report = json.loads(out.read_text())
+    (run,) = report["runs"]
+    for side in ("bare", "filelog"):
+        assert run[side]["syncs"] > 2 and run[side]["appends_per_s"] > 0
+        assert run[f"{side}_ratio"] > 0
+    assert set(report["median"]) == {"raw_us_p50", "bare_ratio", "filelog_ratio"}
