@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Protocol
 
 import lmdb
@@ -300,9 +302,11 @@ class Batch:
                     drawn = drawn[~hit]
                 self._sampled[idx] = [drawn]
             self._gone.setdefault(idx, []).append(recs["item_id"].copy())
-            for k in item_keys(recs["item_id"]):
-                self.txn.delete(k, db=self._dbs["items"])
-                self.txn.delete(k, db=self._dbs["item_meta"])
+            # One database after the other, in key order (ids ascend), the loop in C (`map`):
+            # the deletes are most of this apply's CPU time, which a concurrent learner feels.
+            keys = item_keys(recs["item_id"])
+            for name in ("items", "item_meta"):
+                deque(map(self.txn.delete, keys, repeat(b""), repeat(self._dbs[name])), 0)
             recs["flags"] |= FLAG_EVICTED
             recs["evicted_lsn"] = lsn
             self._put_metas(recs, "evicted_meta")
