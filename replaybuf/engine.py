@@ -62,6 +62,7 @@ from replaybuf.file_log import FileLog
 from replaybuf.lineage import Lineage
 from replaybuf.materialize import Materialized, replay_sample
 from replaybuf.locks import FairLock
+from replaybuf.rate_limiter import Reservation
 from replaybuf.log import AppendResult, Log, PendingAppend
 from replaybuf.recorder import RecordedDraw, SampleRecorder
 from replaybuf.results import (
@@ -345,7 +346,7 @@ class Engine:
                producer_seq: int | None = None,
                columns: Mapping[str, np.ndarray] | None = None, table: int = -1,
                added: int = 0, victims: np.ndarray | None = None,
-               payloads: list[bytes] | None = None,
+               payloads: list[bytes] | None = None, reservation: Reservation | None = None,
                ) -> tuple[PendingAppend, InFlight | None]:
         """Queue `events` as one log frame and in the write pipeline (writer lock held);
         `WritePipeline.finish` then waits for the fsync and applies it. `columns`: the
@@ -361,7 +362,8 @@ class Engine:
             return pending, None
         decoded = {pending.last_lsn: columns} if columns is not None else None
         return pending, self._pipeline.begin(InFlight(pending, events, decoded, table=table,
-                                                      added=added, victims=victims))
+                                                      added=added, victims=victims,
+                                                      reservation=reservation))
 
     def _check_open(self) -> None:
         if self._failure is not None:
@@ -575,7 +577,8 @@ class Engine:
                     payloads.append(encode_event_with_batch(append_ev, data))
                 pending, entry = self._begin(
                     events, producer_id=producer_id, producer_seq=producer_seq, columns=cols,
-                    table=t.index, added=n, victims=victims, payloads=payloads)
+                    table=t.index, added=n, victims=victims, payloads=payloads,
+                    reservation=reservation)
         except BaseException:
             reservation.release()
             raise

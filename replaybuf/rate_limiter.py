@@ -303,6 +303,12 @@ class Reservation:
 
         self._limiter._finish(self, 0)
 
+    @property
+    def done(self) -> bool:
+        """Committed or released already."""
+
+        return self._done is not None
+
     def __enter__(self) -> Reservation:
         return self
 

@@ -58,21 +58,26 @@ class InFlight:
         table: the table index an append adds to (-1 for other frames).
         added: items the frame adds to `table`.
         victims: ids it evicts from `table` to make room (empty if none).
+        reservation: the append's rate-limiter reservation, committed right after the frame
+            is mirrored, in LSN order: a later frame of the same transaction may evict these
+            items, and the limiter must count an insert before its delete.
     """
 
-    __slots__ = ("pending", "events", "columns", "table", "added", "victims", "ready", "done",
-                 "applied", "error")
+    __slots__ = ("pending", "events", "columns", "table", "added", "victims", "reservation",
+                 "ready", "done", "applied", "error")
 
     def __init__(self, pending: PendingAppend, events: list[events_pb2.Event],
                  columns: Mapping[int, Mapping[str, np.ndarray]] | None = None, *,
                  table: int = -1, added: int = 0,
-                 victims: np.ndarray | None = None) -> None:
+                 victims: np.ndarray | None = None,
+                 reservation: Reservation | None = None) -> None:
         self.pending = pending
         self.events = events
         self.columns = columns
         self.table = table
         self.added = added
         self.victims = victims if victims is not None else np.empty(0, np.uint64)
+        self.reservation = reservation
         self.ready = False  # its caller holds the ack and waits to apply
         self.done = False
         self.applied: list[Applied] = []
@@ -211,13 +216,6 @@ class WritePipeline:
             self._abort(exc)
             raise
         with self._cond:
-            try:
-                self._mirror(records, applied)
-            except BaseException as exc:
-                for e in batch:
-                    e.error, e.done = exc, True
-                self._abort_locked(exc)
-                raise
             by_lsn = iter(applied)
             pending = next(by_lsn, None)
             for e in batch:
@@ -225,6 +223,17 @@ class WritePipeline:
                 while pending is not None and pending.lsn <= last:
                     e.applied.append(pending)
                     pending = next(by_lsn, None)
+            try:
+                for e in batch:  # frame by frame: each append's inserts count before the next
+                    self._mirror(e.records(), e.applied)
+                    if e.reservation is not None:
+                        e.reservation.commit()
+            except BaseException as exc:
+                for e in batch:
+                    e.error, e.done = exc, True
+                self._abort_locked(exc)
+                raise
+            for e in batch:
                 e.done = True
                 if e.table >= 0:
                     self._forget(e)
@@ -264,9 +273,9 @@ class WritePipeline:
 class AppendTicket:
     """An engine append whose frame is logged, in call order (`Engine.begin_append`).
 
-    `result` waits for the frame's fsync and view apply (`WritePipeline.finish`), settles the
-    rate-limiter reservation (committed, or released on an error or a duplicate) and returns
-    the `AppendAck`; later calls return the same ack. Call it promptly and from one thread:
+    `result` waits for the frame's fsync and view apply (`WritePipeline.finish`; the pipeline
+    commits the rate-limiter reservation when it mirrors the frame; an error or a duplicate
+    releases it) and returns the `AppendAck`; later calls return the same ack. Call it promptly and from one thread:
     under group commit the caller may hold the log's committer role, which the frames queued
     behind it wait for.
     """
@@ -301,21 +310,20 @@ class AppendTicket:
 
         if self._ack is not None:
             return self._ack
-        res: Any = self._reservation
+        res: Any = self._reservation  # the pipeline commits it when the frame is mirrored
         try:
             if self._entry is None:
                 ack = self._pending.wait()  # type: ignore[union-attr]
             else:
                 ack, _ = self._pipeline.finish(self._entry)  # type: ignore[union-attr]
         except BaseException:
-            res.release()
+            if not res.done:
+                res.release()
             raise
         ids, victims = self._ids, self._victims
         if ack.duplicate:
             res.release()
             ids, victims = self._ids_of_frame(ack), np.empty(0, np.uint64)  # type: ignore[misc]
-        else:
-            res.commit()
         self._ack = AppendAck(self._table, ids, ack.first_lsn, ack.last_lsn, ack.durable,
                               ack.duplicate, victims)
         return self._ack

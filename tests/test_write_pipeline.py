@@ -214,3 +214,57 @@ def test_a_failed_view_write_fails_every_waiting_caller(tmp_path):
         assert not b.done
         with pytest.raises(FailedPreconditionError, match="disk gone"):
             pipe.settle()
+
+
+def test_inserts_are_counted_in_log_order_when_victims_come_from_frames_just_applied(tmp_path):
+    """A frame's victims may be items of frames applied in the same view transaction: the
+    rate limiter must count those inserts before the eviction's delete (it refuses a delete of
+    more items than it counts, which would fail the engine)."""
+
+    n = 64
+    with Engine(tmp_path, _config()) as e:
+        e.create_table(TableConfig("t", SIG, capacity=n))  # each append evicts the last
+        errors: list[BaseException] = []
+
+        def writer(k: int) -> None:
+            try:
+                for i in range(12):
+                    e.append("t", batch(np.arange(n) + 10_000 * k + 100 * i))
+            except BaseException as exc:
+                errors.append(exc)
+
+        ts = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert not errors, errors[0]
+        info = e.describe_table("t")
+        assert info.size == n
+        rl = info.rate_limiter
+        assert (rl.inserts, rl.deletes) == (4 * 12 * n, 4 * 12 * n - n)
+
+
+def test_a_frame_applied_by_another_caller_has_its_reservation_committed_in_order(tmp_path):
+    """The caller of a later frame applies the earlier one too: the earlier frame's limiter
+    reservation is committed then, in LSN order, not when its own caller comes back."""
+
+    with Engine(tmp_path, EngineConfig.for_tests()) as e:
+        e.create_table(TableConfig("t", SIG, capacity=100))
+        limiter = e.table("t").limiter
+        pipe = WritePipeline(e._write_view, e._mirror, e._fail)
+        committed_before: list[int] = []
+        entries = []
+        with e._write_lock:
+            for k in range(2):
+                res = limiter.reserve_insert(5)
+                ev = make_event(priorities_updated=events_pb2.PrioritiesUpdated(table="t"))
+                pending = e.log.begin_append([ev.SerializeToString()])
+                entries.append(pipe.begin(InFlight(pending, [ev], reservation=res)))
+        committed_before.append(limiter.stats().inserts)
+        pipe.finish(entries[1])  # applies both frames
+        assert entries[0].done and entries[0].reservation.done
+        assert entries[1].reservation.done
+        assert limiter.stats().inserts == committed_before[0] + 10
+        ack, applied = pipe.finish(entries[0])  # its own caller: nothing left to do
+        assert ack.first_lsn == entries[0].pending.first_lsn and not pipe.busy
