@@ -284,7 +284,7 @@ def _children_cpu_s() -> float:
 
 
 def timed_job(engine: Any, spec: Any, learner: Learner, *, dry_run: bool,
-              scan: str) -> dict[str, Any]:
+              scan: str, evict_nice: int | None = None) -> dict[str, Any]:
     """One run of the job with the learner sampling; time, memory and the learner's view."""
     from replaybuf.jobs import EngineTarget, run_job
 
@@ -295,7 +295,8 @@ def timed_job(engine: Any, spec: Any, learner: Learner, *, dry_run: bool,
     with AnonPeak() as anon:
         t0, cpu0, child0 = time.perf_counter(), time.process_time(), _children_cpu_s()
         mode, _, nice = scan.partition(":")
-        target = EngineTarget(engine, scan=mode, **({"scan_nice": int(nice)} if nice else {}))
+        target = EngineTarget(engine, scan=mode, **({"scan_nice": int(nice)} if nice else {}),
+                              **({} if evict_nice is None else {"evict_nice": evict_nice}))
         result = run_job(spec, target, dry_run=dry_run,
                          job_id=None if dry_run else f"{spec.name}-evict-{mode}")
         wall = time.perf_counter() - t0
@@ -374,7 +375,9 @@ def measure_phase(args: argparse.Namespace) -> dict[str, Any]:
                 out["profile_top_tottime"] = profile_dry_run(engine, spec, args.profile_top)
             time.sleep(args.idle_s)
             idle = latency_summary(learner.take())
-            real = timed_job(engine, spec, learner, dry_run=False, scan=args.scan_list[0])
+            real = timed_job(engine, spec, learner, dry_run=False, scan=args.scan_list[0],
+                             evict_nice=args.evict_nice)
+            real["evict_nice"] = args.evict_nice
             real["idle_learner"] = idle
             out["real_run"] = real
             log(f"    real run ({real['scan']}): evicted {sum(real['evicted_by_reason'].values()):,} items in "
@@ -401,6 +404,7 @@ def run_phase(phase: str, extra: list[str], args: argparse.Namespace) -> dict[st
            "--sample-batch", str(args.sample_batch),
            "--learner-pause-ms", str(args.learner_pause_ms),
            "--profile-top", str(args.profile_top), "--scan", args.scan] + (
+               [] if args.evict_nice is None else ["--evict-nice", str(args.evict_nice)]) + (
                ["--profile"] if args.profile else [])
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.phase_timeout_s,
                           cwd=REPO_ROOT)
@@ -451,6 +455,7 @@ def summarize(items: int, obs_dim: int, fill: dict[str, Any], meas: dict[str, An
                             for r in runs),
         "planned_by_reason": runs[-1]["planned_by_reason"] if runs else {},
         "real_run": None if real["scan"] != scan else {"wall_s": real["wall_s"],
+                     "evict_nice": real.get("evict_nice"),
                      "evicted": sum(real["evicted_by_reason"].values()),
                      "evictions_per_s": sum(real["evicted_by_reason"].values()) / real["wall_s"],
                      "evicted_by_reason": real["evicted_by_reason"],
@@ -519,6 +524,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated EngineTarget scan modes, interleaved per run (process: "
                    "a child process scans and plans, process:N with niceness N instead of the "
                    "default; thread: the engine's process); the real run uses the first")
+    p.add_argument("--evict-nice", type=int, default=None,
+                   help="EngineTarget(evict_nice=...) of the real run (default: its default, "
+                   "replaybuf.jobs.runner.EVICT_NICE; 0: evict on the job's thread)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", action="store_true", help="cProfile one extra dry run")
     p.add_argument("--profile-top", type=int, default=15)

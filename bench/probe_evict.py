@@ -89,6 +89,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=0, help="ids per evict call (0: EVICT_BATCH)")
     p.add_argument("--rest", type=float, default=0.0,
                    help="after each evict call, sleep this times its duration")
+    p.add_argument("--nice", type=int, default=0,
+                   help="EngineTarget(evict_nice=...): evict on a thread with this niceness "
+                   "(0: on the main thread)")
     p.add_argument("--switch-ms", type=float, default=0.0,
                    help="sys.setswitchinterval while evicting (0: unchanged)")
     p.add_argument("--profile", action="store_true", help="cProfile the evicting thread")
@@ -158,13 +161,14 @@ def main() -> int:
         old_switch = sys.getswitchinterval()
         if args.switch_ms:
             sys.setswitchinterval(args.switch_ms / 1e3)
+        target = EngineTarget(engine, evict_nice=args.nice)
         for ev in plan.evictions:
             for s in range(0, ev.ids.size, step):
                 if evicted >= budget:
                     break
-                ids = ev.ids[s: s + step]
                 c0 = time.perf_counter()
-                evicted += engine.evict(bh.TABLE, ids, reason=ev.reason, job_id="probe").evicted
+                evicted += target.evict(bh.TABLE, ev.ids[s: s + step], reason=ev.reason,
+                                        job_id="probe", detail="")
                 if args.rest:
                     time.sleep((time.perf_counter() - c0) * args.rest)
         sys.setswitchinterval(old_switch)

@@ -30,12 +30,13 @@ import numpy as np
 
 from replaybuf.errors import AlreadyExistsError, InvalidArgumentError, UnimplementedError
 from replaybuf.jobs.jobfile import JobSpec
+from replaybuf.jobs.niced import call_niced
 from replaybuf.jobs.plan import Eviction, Plan, plan_job, snapshot_needs
 from replaybuf.jobs.scan_process import SCAN_NICE, plan_in_process
 from replaybuf.jobs.snapshot import Snapshot, from_events, from_export, from_view
 from replaybuf.v1 import events_pb2
 
-__all__ = ["EVICT_BATCH", "SCAN_MODES", "Eviction", "Plan", "RunResult", "Target",
+__all__ = ["EVICT_BATCH", "EVICT_NICE", "SCAN_MODES", "Eviction", "Plan", "RunResult", "Target",
            "EngineTarget", "ClientTarget", "plan_job", "run_job", "snapshot_needs"]
 
 
@@ -44,6 +45,11 @@ __all__ = ["EVICT_BATCH", "SCAN_MODES", "Eviction", "Plan", "RunResult", "Target
 #: wait little (at 100,000 their p99 latency doubled in bench/bench_hygiene.py; evictions/s
 #: did not change from 2,000 to 100,000), and far below the 64 MiB message limit.
 EVICT_BATCH = 5_000
+
+#: Niceness of the thread on which `EngineTarget` evicts (`replaybuf.jobs.niced`): with the
+#: cores busy, learners sampling during a real run keep their p99 latency (bench/probe_evict.py
+#: and bench/bench_hygiene.py, bench/RESULTS.md), at about the same evictions/s.
+EVICT_NICE = 10
 
 #: Where `EngineTarget` scans and plans: ``"process"`` (a child process,
 #: `replaybuf.jobs.scan_process`; the engine's learners keep its GIL) or ``"thread"`` (the
@@ -105,19 +111,25 @@ class EngineTarget:
             can be started). Both give the same plan and log the same events.
         scan_nice: niceness added to the child process (0-19; `SCAN_NICE`): higher leaves
             more CPU to the engine's threads when the cores are busy, and scans slower then.
+        evict_nice: niceness of the thread each `evict` call runs on (0-19; `EVICT_NICE`;
+            Linux, elsewhere the calling thread): the engine's learners get the cores first.
+            It holds the engine's writer lock meanwhile, so appends wait for it as for any
+            eviction. 0: on the calling thread.
     """
 
-    def __init__(self, engine: Any, *, scan: str = "process", scan_nice: int = SCAN_NICE
-                 ) -> None:
+    def __init__(self, engine: Any, *, scan: str = "process", scan_nice: int = SCAN_NICE,
+                 evict_nice: int = EVICT_NICE) -> None:
         if scan not in SCAN_MODES:
             raise InvalidArgumentError(
                 f"scan is {scan!r}; use one of {', '.join(map(repr, SCAN_MODES))}")
-        if not 0 <= scan_nice <= 19:
-            raise InvalidArgumentError(
-                f"scan_nice is {scan_nice!r}; give 0 (the engine's priority) to 19 (lowest)")
+        for name, nice in (("scan_nice", scan_nice), ("evict_nice", evict_nice)):
+            if not (isinstance(nice, int) and 0 <= nice <= 19):
+                raise InvalidArgumentError(
+                    f"{name} is {nice!r}; give 0 (the engine's priority) to 19 (lowest)")
         self.engine = engine
         self.scan = scan
         self.scan_nice = scan_nice
+        self.evict_nice = evict_nice
 
     def plan(self, spec: JobSpec, *, job_id: str, now_ms: int, progress: bool = False) -> Plan:
         """Snapshot the table and plan the job, where `scan` says."""
@@ -140,8 +152,8 @@ class EngineTarget:
 
     def evict(self, table: str, ids: np.ndarray, *, reason: int, job_id: str,
               detail: str) -> int:
-        return int(self.engine.evict(table, ids, reason=reason, job_id=job_id,
-                                     detail=detail).evicted)
+        return int(call_niced(lambda: self.engine.evict(
+            table, ids, reason=reason, job_id=job_id, detail=detail).evicted, self.evict_nice))
 
     def record_job(self, job: events_pb2.JobCompleted,
                    retrain: events_pb2.RetrainRecommended | None) -> tuple[int, int]:
