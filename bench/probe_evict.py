@@ -176,7 +176,8 @@ def main() -> int:
         if prof is not None:
             prof.disable()
             buf = io.StringIO()
-            pstats.Stats(prof, stream=buf).sort_stats(args.profile_sort).print_stats(args.profile_top)
+            stats = pstats.Stats(prof, stream=buf).sort_stats(args.profile_sort)
+            stats.print_stats(args.profile_top)
             print(buf.getvalue(), file=sys.stderr)
         t1 = time.perf_counter()
         learner.stop()

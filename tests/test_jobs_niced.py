@@ -21,8 +21,8 @@ from replaybuf.errors import InvalidArgumentError, TableNotFoundError
 from replaybuf.jobs import EngineTarget, parse_job, run_job
 from replaybuf.jobs.jobfile import tomllib
 from replaybuf.jobs.niced import PER_THREAD_NICE, call_niced
-from replaybuf.jobs.runner import EVICT_NICE
 
+NICE = 10  # a niceness to evict at (`EngineTarget` evicts at 0 unless told)
 needs_thread_nice = pytest.mark.skipif(not PER_THREAD_NICE,
                                        reason="per-thread niceness is Linux only")
 
@@ -94,22 +94,22 @@ def _run(path: Path, evict_nice: int) -> tuple[list[tuple[int, int]], list[Any],
 def test_engine_target_evicts_at_evict_nice_with_the_same_events(
         buffer_dir: Path, tmp_path: Path) -> None:
     runs = {}
-    for nice in (0, EVICT_NICE):
+    for nice in (0, NICE):
         shutil.copytree(buffer_dir, tmp_path / f"data-{nice}")
         runs[nice] = _run(tmp_path / f"data-{nice}", nice)
     tid, base = _niceness()
     assert runs[0][0] and all(s == (tid, base) for s in runs[0][0])
-    assert runs[EVICT_NICE][0] and all(t != tid and n == min(19, base + EVICT_NICE)
-                                       for t, n in runs[EVICT_NICE][0])
+    assert runs[NICE][0] and all(t != tid and n == min(19, base + NICE)
+                                       for t, n in runs[NICE][0])
     # The same ItemsEvicted events (the JobCompleted differs only in its duration).
-    evicted = [[e for e in runs[n][1] if e[0] == "items_evicted"] for n in (0, EVICT_NICE)]
+    evicted = [[e for e in runs[n][1] if e[0] == "items_evicted"] for n in (0, NICE)]
     assert evicted[0] and evicted[0] == evicted[1]
-    assert [e[0] for e in runs[0][1]] == [e[0] for e in runs[EVICT_NICE][1]]
-    assert runs[0][2] == runs[EVICT_NICE][2] and sum(runs[0][2].values()) > 0
+    assert [e[0] for e in runs[0][1]] == [e[0] for e in runs[NICE][1]]
+    assert runs[0][2] == runs[NICE][2] and sum(runs[0][2].values()) > 0
 
 
 def test_engine_target_evict_error_reaches_the_caller(engine: Engine) -> None:
-    target = EngineTarget(engine, evict_nice=EVICT_NICE)
+    target = EngineTarget(engine, evict_nice=NICE)
     with pytest.raises(TableNotFoundError, match="nope"):
         target.evict("nope", np.array([1], np.uint64), reason=1, job_id="j", detail="")
     assert target.evict("replay", np.array([1, 10**9], np.uint64), reason=1, job_id="j",

@@ -1,12 +1,11 @@
 """Run a call on a thread of lower CPU priority (Linux per-thread niceness).
 
-A job's evictions run in the engine's process, next to the learners sampling from it. On a
-machine whose cores are busy, the evicting thread's CPU time delays the learners' samples
-(bench/probe_evict.py measured it: the table lock and the GIL hand-offs are short; what is
-left is contention for the cores). Linux schedules threads, not processes, so a thread can
-take a higher niceness for itself: the kernel then gives the learners the core first, and the
-evictions the time left over. A niceness can be raised but not lowered again without
-privileges, so each call gets a fresh thread that ends with it.
+A job's evictions run in the engine's process, next to the learners sampling from it; on a
+machine whose cores are busy the evicting thread competes with them for the cores. Linux
+schedules threads, not processes, so a thread can take a higher niceness for itself. A
+niceness can be raised but not lowered again without privileges, so each call gets a fresh
+thread that ends with it. `EngineTarget(evict_nice=...)` uses it; off by default, as the
+benchmark showed no reliable gain (bench/RESULTS.md, hygiene).
 """
 
 from __future__ import annotations

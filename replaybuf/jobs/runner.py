@@ -46,10 +46,12 @@ __all__ = ["EVICT_BATCH", "EVICT_NICE", "SCAN_MODES", "Eviction", "Plan", "RunRe
 #: did not change from 2,000 to 100,000), and far below the 64 MiB message limit.
 EVICT_BATCH = 5_000
 
-#: Niceness of the thread on which `EngineTarget` evicts (`replaybuf.jobs.niced`): with the
-#: cores busy, learners sampling during a real run keep their p99 latency (bench/probe_evict.py
-#: and bench/bench_hygiene.py, bench/RESULTS.md), at about the same evictions/s.
-EVICT_NICE = 10
+#: Default niceness of the thread on which `EngineTarget` evicts (`replaybuf.jobs.niced`);
+#: 0: the calling thread. Off by default: in bench/bench_hygiene.py at 1M (load 2-2.4 on 2
+#: cores) niceness 10 did not lower the learners' p99 during a real run (ratios 1.80-2.80
+#: against 2.09-2.99 at 0, 4 interleaved pairs), and the niced thread holds the writer lock
+#: longer when the cores are busy (bench/RESULTS.md, hygiene).
+EVICT_NICE = 0
 
 #: Where `EngineTarget` scans and plans: ``"process"`` (a child process,
 #: `replaybuf.jobs.scan_process`; the engine's learners keep its GIL) or ``"thread"`` (the
@@ -111,10 +113,10 @@ class EngineTarget:
             can be started). Both give the same plan and log the same events.
         scan_nice: niceness added to the child process (0-19; `SCAN_NICE`): higher leaves
             more CPU to the engine's threads when the cores are busy, and scans slower then.
-        evict_nice: niceness of the thread each `evict` call runs on (0-19; `EVICT_NICE`;
-            Linux, elsewhere the calling thread): the engine's learners get the cores first.
-            It holds the engine's writer lock meanwhile, so appends wait for it as for any
-            eviction. 0: on the calling thread.
+        evict_nice: niceness of a thread each `evict` call runs on (0-19; `EVICT_NICE`;
+            Linux, elsewhere the calling thread), so that with the cores busy the engine's
+            learners get them first. It holds the engine's writer lock meanwhile, so appends
+            wait for it as for any eviction. 0 (default): on the calling thread.
     """
 
     def __init__(self, engine: Any, *, scan: str = "process", scan_nice: int = SCAN_NICE,
