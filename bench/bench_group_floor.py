@@ -40,6 +40,18 @@ from bench_log import raw_sync_cost  # noqa: E402
 PAYLOAD = b"x" * 100
 
 
+def _run_writers(writer: Any, writers: int, *args: Any) -> float:
+    """Run ``writer(i, *args)`` on `writers` threads at once; their wall time in seconds."""
+
+    ts = [threading.Thread(target=writer, args=(i, *args)) for i in range(writers)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def _cycle_p50(starts: list[float]) -> float:
     return statistics.median(b - a for a, b in zip(starts, starts[1:])) * 1e6
 
@@ -88,14 +100,7 @@ def bare_group(directory: Path, writers: int, seconds: float) -> dict[str, Any]:
 
     c = threading.Thread(target=committer)
     c.start()
-    deadline = time.perf_counter() + seconds
-    ts = [threading.Thread(target=writer, args=(i, deadline)) for i in range(writers)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = _run_writers(writer, writers, time.perf_counter() + seconds)
     stop.set()
     c.join()
     os.close(fd)
@@ -129,13 +134,7 @@ def filelog_group(directory: Path, writers: int, seconds: float) -> dict[str, An
 
     os.fdatasync = timed  # type: ignore[assignment]
     try:
-        ts = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
-        t0 = time.perf_counter()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        wall = time.perf_counter() - t0
+        wall = _run_writers(writer, writers)
     finally:
         os.fdatasync = real  # type: ignore[assignment]
         log.close()
