@@ -34,6 +34,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
+
 import numpy as np
 
 from replaybuf.errors import FailedPreconditionError

@@ -24,6 +24,31 @@ def _config() -> EngineConfig:
     return EngineConfig(log=FileLogConfig(fsync="group"), map_size=2**30, view_sync=False)
 
 
+def _on_threads(fn, n: int, *, meanwhile=None) -> None:
+    """fn(k) for k in range(n), each on its own thread, and ``meanwhile(stop)`` on one more
+    thread until they end (then `stop` is set); the first error of any of them is raised."""
+
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def guarded(target, *args) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    side = threading.Thread(target=guarded, args=(meanwhile, stop)) if meanwhile else None
+    ts = [threading.Thread(target=guarded, args=(fn, k)) for k in range(n)]
+    for t in [*([side] if side else []), *ts]:
+        t.start()
+    for t in ts:
+        t.join()
+    stop.set()
+    if side:
+        side.join()
+    assert not errors, errors[0]
+
+
 def _events(engine: Engine) -> list[events_pb2.Event]:
     from replaybuf.events import decode_event
 
@@ -38,24 +63,15 @@ def test_concurrent_appends_to_a_full_table_keep_serial_semantics(tmp_path, remo
                                    remover=SelectorConfig(remover)))
         acks: list = []
         lock = threading.Lock()
-        errors: list[BaseException] = []
 
         def writer(k: int) -> None:
-            try:
-                for i in range(per_thread):
-                    tags = np.arange(n) + 1000 * k + 10 * i
-                    ack = e.append("t", batch(tags), priorities=np.full(n, 1.0 + (i % 3)))
-                    with lock:
-                        acks.append(ack)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            for i in range(per_thread):
+                tags = np.arange(n) + 1000 * k + 10 * i
+                ack = e.append("t", batch(tags), priorities=np.full(n, 1.0 + (i % 3)))
+                with lock:
+                    acks.append(ack)
 
-        ts = [threading.Thread(target=writer, args=(k,)) for k in range(threads)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        assert not errors
+        _on_threads(writer, threads)
         live = snapshot(e)
         log_events = _events(e)
 
@@ -99,38 +115,21 @@ def test_other_changes_wait_for_appends_in_flight(tmp_path):
 
     with Engine(tmp_path, _config()) as e:
         e.create_table(TableConfig("t", SIG, capacity=60))
-        stop = threading.Event()
-        errors: list[BaseException] = []
 
         def appender(k: int) -> None:
-            try:
-                for i in range(30):
-                    e.append("t", batch(np.arange(2) + 100 * k + 2 * i))
-            except BaseException as exc:  # pragma: no cover
-                errors.append(exc)
+            for i in range(30):
+                e.append("t", batch(np.arange(2) + 100 * k + 2 * i))
 
-        def changer() -> None:
+        def changer(stop: threading.Event) -> None:
             rng = np.random.default_rng(0)
-            try:
-                while not stop.is_set():
-                    ids = rng.integers(1, max(2, e.view.next_item_id), 4)
-                    e.update_priorities("t", ids, rng.random(4) + 0.1)
-                    e.evict("t", ids[:1])
-                    if e.describe_table("t").size:
-                        e.sample("t", 2)
-            except BaseException as exc:  # pragma: no cover
-                errors.append(exc)
+            while not stop.is_set():
+                ids = rng.integers(1, max(2, e.view.next_item_id), 4)
+                e.update_priorities("t", ids, rng.random(4) + 0.1)
+                e.evict("t", ids[:1])
+                if e.describe_table("t").size:
+                    e.sample("t", 2)
 
-        ts = [threading.Thread(target=appender, args=(k,)) for k in range(4)]
-        ch = threading.Thread(target=changer)
-        ch.start()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        stop.set()
-        ch.join()
-        assert not errors
+        _on_threads(appender, 4, meanwhile=changer)
         e.flush_samples()
         live = snapshot(e)
         assert e.describe_table("t").size <= 60
@@ -224,21 +223,12 @@ def test_inserts_are_counted_in_log_order_when_victims_come_from_frames_just_app
     n = 64
     with Engine(tmp_path, _config()) as e:
         e.create_table(TableConfig("t", SIG, capacity=n))  # each append evicts the last
-        errors: list[BaseException] = []
 
         def writer(k: int) -> None:
-            try:
-                for i in range(12):
-                    e.append("t", batch(np.arange(n) + 10_000 * k + 100 * i))
-            except BaseException as exc:
-                errors.append(exc)
+            for i in range(12):
+                e.append("t", batch(np.arange(n) + 10_000 * k + 100 * i))
 
-        ts = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        assert not errors, errors[0]
+        _on_threads(writer, 4)
         info = e.describe_table("t")
         assert info.size == n
         rl = info.rate_limiter
