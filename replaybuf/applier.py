@@ -259,6 +259,10 @@ class Batch:
             return skip
         if body is None or not hasattr(body, "table") or body.table not in self.tables:
             return skip
+        if kind not in ("items_appended", "items_sampled"):
+            # Review events read ``item_meta`` after this (`replaybuf.review`): the appends
+            # of this transaction must be there (a catch-up puts thousands in one).
+            self._new.flush()
         rec = self.tables[body.table]
         if kind == "items_appended":
             return self._append(lsn, ev, rec)
