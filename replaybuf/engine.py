@@ -265,7 +265,8 @@ class Engine:
         try:
             tables = [(t.index, t.config, t.export_state())
                       for _, t in sorted(self._by_index.items())]
-            write_snapshot(view.path, view.snapshot_key(), tables, sync=self.config.view_sync)
+            write_snapshot(view.path, view.snapshot_key(), tables,
+                           sync=self.config.view_sync or self.config.log.fsync != "none")
         except (OSError, ValueError) as exc:  # the next open scans instead
             _logger.warning("could not write the tables' snapshot in %s: %s", view.path, exc)
 

@@ -43,10 +43,13 @@ class EngineConfig:
     seed: int | None = None
     """Seeds the seeds of samples drawn without one (reproducible sessions); None: OS entropy."""
 
-    view_sync: bool = True
-    """fsync every view commit (LMDB ``sync``). False skips it: a process crash still loses
-    nothing, but a power loss may corrupt the view. Only sensible when the log is not durable
-    either (``fsync="none"``, tests)."""
+    view_sync: bool = False
+    """fsync every view commit (LMDB ``sync``). Off by default: the log is fsynced before every
+    durable ack and the view is derived from it, so syncing the view too would write and sync
+    each payload twice (about +20% W3 insert throughput without it, bench/RESULTS.md). A
+    process crash still loses nothing; if the machine goes down (OS crash, power loss) while the
+    engine is open, the next open rebuilds the view from the log (`replaybuf.view_marker`).
+    True: the view survives that without a rebuild, at the cost of a second fsync per commit."""
 
     record_window: float = 0.002
     """Seconds the sample recorder waits for more draws before logging them, so that busy

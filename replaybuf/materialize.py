@@ -448,7 +448,8 @@ class Materialized:
             return self._view, self._rec
         self._dir = Path(tempfile.mkdtemp(prefix="replaybuf-asof-", dir=self._tmp_dir))
         self._view, _ = View.open(self._dir / "view", log_id=self.log_id,
-                                  log_end=self.as_of_lsn, map_size=2**40, sync=False)
+                                  log_end=self.as_of_lsn, map_size=2**40, sync=False,
+                                  scratch=True)
         slots: dict[int, SlotAllocator] = {}
 
         def slots_for(idx: int, config: TableConfig) -> SlotAllocator:

@@ -20,9 +20,12 @@ LMDB settings for this role (`open_env`), each a durability trade-off:
 * ``metasync=False``: commits skip the meta-page fsync, halving the cost of a commit. A crash
   can undo the last commit only; that commit's events are still in the log and are re-applied
   from ``applied_lsn`` on the next open.
-* ``sync=True`` (`EngineConfig.view_sync`; tests turn it off) and ``writemap=False``: a
-  committed transaction is on disk and a stray write cannot corrupt the map (py-lmdb: never
-  pair ``writemap`` with unsynced commits).
+* ``sync=False`` by default (`EngineConfig.view_sync`) and ``writemap=False``: commits are not
+  fsynced, since the log already is; a process crash loses nothing (the page cache keeps every
+  committed page), and a view left open across an OS crash or power loss is rebuilt from the
+  log (`replaybuf.view_marker`: a marker with the boot id). ``writemap=False`` because a stray
+  write must not corrupt the map (py-lmdb: never pair ``writemap`` with unsynced commits).
+  ``view_sync=True`` fsyncs every commit instead.
 * ``max_readers=1024`` and `lmdb.Environment.reader_check` at open, which clears the reader
   slots of processes killed with SIGKILL.
 
@@ -100,7 +103,7 @@ from replaybuf.applier import (
     decode_strings, item_keys, row_dtype,
 )
 from replaybuf.applier import JOB_VALUE
-from replaybuf import hot_meta, lineage_index, review
+from replaybuf import hot_meta, lineage_index, review, view_marker
 from replaybuf.hot_meta import Pending
 from replaybuf.new_items import RUN_VALUE
 from replaybuf.errors import ClosedError, FailedPreconditionError, ResourceExhaustedError
@@ -166,6 +169,7 @@ class View:
         #: Random id given to the view when it is created (a rebuilt view gets a new one).
         self.view_id = ""
         self._closed = False
+        self._unsynced = False  # commits not fsynced: `close` syncs and clears the marker
         self._pending = Pending(0)  # hot metadata not yet folded, as of applied_lsn
         #: Pending changes that trigger a fold (`replaybuf.hot_meta`); tests lower it.
         self.fold_min = hot_meta.FOLD_MIN
@@ -175,7 +179,7 @@ class View:
     @classmethod
     def open(
         cls, path: str | Path, *, log_id: str, log_end: int, map_size: int = 2**40,
-        max_readers: int = 1024, sync: bool = True,
+        max_readers: int = 1024, sync: bool = True, scratch: bool = False,
     ) -> tuple[View, str | None]:
         """Open the view at `path` for the log `log_id` whose last LSN is `log_end`.
 
@@ -183,13 +187,23 @@ class View:
         else why it was (re)created empty: missing, damaged, another format, another log, or
         ahead of the log. The caller then replays the log from `View.applied_lsn` + 1.
 
+        With ``sync=False`` commits are not fsynced: a process crash loses nothing, and a
+        view left open by a machine that went down since is rebuilt (`replaybuf.view_marker`);
+        `close` syncs. ``scratch=True``: a throwaway view (no marker, no sync at close).
+
         Cost: opening LMDB and reading a handful of keys; O(size of the view) to delete one.
         """
 
         path = Path(path)
         reason: str | None = None
+        unsynced = not sync and not scratch
+        distrusted = view_marker.distrust(path) if (path / "data.mdb").exists() else None
         if not (path / "data.mdb").exists():
             reason = f"view {path} is missing"
+        elif distrusted is not None:
+            reason = f"view {path} cannot be trusted: {distrusted}"
+            _logger.warning("%s; rebuilding it from the log", reason)
+            shutil.rmtree(path, ignore_errors=True)
         else:
             try:
                 view = cls._open_existing(path, map_size, max_readers, sync)
@@ -199,6 +213,7 @@ class View:
                     view.close()
                     raise
                 if reason is None:
+                    view._settle_marker(unsynced)
                     return view, None
                 view.close()
             except (lmdb.Error, ViewDamagedError, struct.error, ValueError) as exc:
@@ -208,6 +223,7 @@ class View:
         path.mkdir(parents=True, exist_ok=True)
         env = open_env(path, map_size=map_size, max_readers=max_readers, sync=sync)
         view = cls(path, env, map_size)
+        view._settle_marker(unsynced)
         with env.begin(write=True) as txn:
             meta = view._dbs["meta"]
             txn.put(b"format", struct.pack(">I", VIEW_FORMAT), db=meta)
@@ -647,4 +663,21 @@ class View:
         with self._rw.exclusive():
             if not self._closed:
                 self._closed = True
-                self._env.close()
+                try:
+                    if self._unsynced:  # every commit on disk, then the marker can go
+                        self._env.sync(True)
+                        view_marker.clear(self.path)
+                finally:
+                    self._env.close()
+
+    def _settle_marker(self, unsynced: bool) -> None:
+        """Before the first commit: mark the view as taking unsynced commits, or, when
+        commits are synced from now on, sync what an earlier unsynced session left and drop
+        its marker (`replaybuf.view_marker`)."""
+
+        if unsynced:
+            view_marker.mark(self.path)
+        elif (self.path / view_marker.MARKER).exists():
+            self._env.sync(True)
+            view_marker.clear(self.path)
+        self._unsynced = unsynced

@@ -1,6 +1,7 @@
 """Child process of the engine SIGKILL test: appends (and samples, updates, evicts) until killed.
 
-Usage: ``python _engine_crash_child.py DATA_DIR FSYNC SEED``. It reports on stdout, one
+Usage: ``python _engine_crash_child.py DATA_DIR FSYNC SEED [sync|nosync]`` (the last: whether
+view commits are fsynced, `EngineConfig.view_sync`; default nosync, the engine's default). It reports on stdout, one
 ``os.write`` per line:
 
     O <applied_lsn>                            the engine is open
@@ -24,10 +25,11 @@ from replaybuf.table_config import TableConfig
 
 def main() -> None:
     data_dir, fsync, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    view_sync = len(sys.argv) > 4 and sys.argv[4] == "sync"
     rng = random.Random(seed)
     # A small initial map so that growth (abort, grow, retry) happens while being killed.
     config = EngineConfig(log=FileLogConfig(fsync=fsync), map_size=2**17,
-                          view_sync=fsync != "none")
+                          view_sync=view_sync)
     engine = Engine(data_dir, config)
     engine.create_table(TableConfig("t", SIG, capacity=1_000_000), exist_ok=True)
     os.write(1, f"O {engine.applied_lsn}\n".encode())

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from replaybuf.engine import Engine
+
+HERE = Path(__file__).resolve().parent
 
 SIG = {"obs": (np.float32, (3,)), "tag": np.int64, "reward": np.float32}
 
@@ -68,3 +76,31 @@ def sample_summary(engine: Engine, table: str, seed: int, batch_size: int = 8) -
         s.info.item_ids.tolist(), s.info.weights.tolist(), s.info.probabilities.tolist(),
         s.info.priorities.tolist(), {k: v.tolist() for k, v in s.data.items()},
     )
+
+
+def run_crash_child(path: Path, fsync: str, seed: int, kill_after: int,
+                    view_sync: bool = False) -> list[tuple[int, int, int]]:
+    """Run ``_engine_crash_child.py`` on `path` and SIGKILL it after `kill_after` acked
+    appends (plus up to 20 ms); returns the acks as (first id, last id, first tag)."""
+
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_engine_crash_child.py"), str(path), fsync, str(seed),
+         "sync" if view_sync else "nosync"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE,
+    )
+    acks = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.split()
+            if parts[0] == b"A":
+                acks.append(tuple(int(p) for p in parts[1:4]))
+                if len(acks) >= kill_after:
+                    time.sleep(random.Random(seed).random() * 0.02)
+                    break
+        else:  # pragma: no cover - the child died by itself
+            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "child died")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return acks

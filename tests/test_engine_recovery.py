@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _engine_helpers import SIG, batch, sample_summary, snapshot
+from _engine_helpers import SIG, batch, run_crash_child, sample_summary, snapshot
 from replaybuf.engine import Engine, EngineConfig
 from replaybuf.events import decode_event, encode_event, make_event
 from replaybuf.file_log import FileLog
@@ -28,7 +25,6 @@ from replaybuf.table_config import SelectorConfig, TableConfig
 from replaybuf.table_snapshot import SNAPSHOT_NAME
 from replaybuf.v1 import events_pb2
 
-HERE = Path(__file__).resolve().parent
 CONFIG = EngineConfig.for_tests()
 
 TABLES = [
@@ -295,36 +291,13 @@ def test_full_map_grows_and_the_write_succeeds_with_concurrent_samplers(tmp_path
         assert snapshot(engine) == state
 
 
-def _run_child(path: Path, fsync: str, seed: int, kill_after: int) -> list[tuple[int, int, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_engine_crash_child.py"), str(path), fsync, str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE,
-    )
-    acks = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            parts = line.split()
-            if parts[0] == b"A":
-                acks.append(tuple(int(p) for p in parts[1:4]))
-                if len(acks) >= kill_after:
-                    time.sleep(random.Random(seed).random() * 0.02)
-                    break
-        else:  # pragma: no cover - the child died by itself
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "child died")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    return acks
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("fsync", ["group", "none"])
 def test_sigkill_during_writes_loses_no_acked_item(tmp_path, fsync):
     path = tmp_path / "db"
     acked: list[tuple[int, int, int]] = []
     for seed in (1, 2):
-        acked += _run_child(path, fsync, seed, kill_after=random.Random(seed).randint(5, 40))
+        acked += run_crash_child(path, fsync, seed, kill_after=random.Random(seed).randint(5, 40))
         with Engine(path, CONFIG) as engine:
             # no snapshot after the first child; the second's writes left the snapshot of the
             # clean close below behind: a scan that takes the older payloads from it
