@@ -20,7 +20,7 @@ from replaybuf.errors import (
     MessageTooLargeError,
     ReplayError,
 )
-from replaybuf.tensors import FieldSpec, check_batch, to_batch
+from replaybuf.tensors import FieldSpec, check_batch
 from replaybuf.v1 import service_pb2, service_pb2_grpc
 
 from ._audit_calls import AuditCalls
@@ -37,6 +37,7 @@ from ._errors import from_rpc_error, translate_errors
 from ._retry import RetryPolicy, call_with_retry
 from ._stream import Closing
 from ._timeout import DEFAULT_TIMEOUT
+from ._wire import encode_append, passthrough
 from .sampler import Sampler
 from ._types import (
     AppendResult,
@@ -154,6 +155,13 @@ class ReplayClient(AuditCalls, Closing):
             "/replaybuf.v1.ReplayService/SampleStream",
             request_serializer=service_pb2.SampleStreamRequest.SerializeToString,
             response_deserializer=None,
+        )
+        # Append with requests already serialized (`._wire.encode_append`: one copy of each
+        # tensor instead of three).
+        self._append_raw = self._channel.stream_stream(
+            "/replaybuf.v1.ReplayService/Append",
+            request_serializer=passthrough,
+            response_deserializer=service_pb2.AppendAck.FromString,
         )
         self._pid = os.getpid()
         self._closed = False
@@ -285,7 +293,7 @@ class ReplayClient(AuditCalls, Closing):
         return local.producer_id, local.seq
 
     def _check_size(self, request: Any, what: str) -> None:
-        size = request.ByteSize()
+        size = len(request) if isinstance(request, bytes) else request.ByteSize()
         if size > self._max_message_bytes:
             raise MessageTooLargeError(
                 f"{what} is {size} bytes, over max_message_bytes={self._max_message_bytes}; send "
@@ -364,17 +372,19 @@ class ReplayClient(AuditCalls, Closing):
         columns: Mapping[str, Any],
         priorities: Any,
         lineage: Lineage | Mapping[str, Any] | None,
-    ) -> tuple[service_pb2.AppendRequest, int]:
+    ) -> bytes:
+        """The AppendRequest's wire bytes (`._wire.encode_append`), with the next producer
+        sequence, after checking the batch against the table's signature."""
+
         sig = self._signature(table)
         cols = coerce_columns(columns, sig, table=table)
         n = check_batch(cols, list(sig.values()), table=table)
-        request = service_pb2.AppendRequest(table=table, data=to_batch(cols))
-        if priorities is not None:
-            request.priorities.extend(values_array(priorities, n, "priorities").tolist())
+        prio = None if priorities is None else values_array(priorities, n, "priorities")
         lin = Lineage.coerce(lineage)
-        if lin is not None:
-            request.lineage.CopyFrom(lin.to_proto(n))
-        return request, n
+        proto = None if lin is None else lin.to_proto(n)
+        producer_id, seq = self._next_producer()
+        return encode_append(table, cols, priorities=prio, lineage=proto,
+                             producer_id=producer_id, producer_seq=seq)
 
     def append(
         self,
@@ -406,15 +416,14 @@ class ReplayClient(AuditCalls, Closing):
         """
 
         self._check_open()
-        request, _ = self._append_request(table, columns, priorities, lineage)
-        request.producer_id, request.producer_seq = self._next_producer()
+        request = self._append_request(table, columns, priorities, lineage)
         self._check_size(request, f"append of {table!r}")
         t = self._resolve(timeout)
 
         def attempt() -> AppendResult:
             self._check_open()
             with self._translate(t):
-                acks = list(self._stub.Append(iter((request,)), timeout=t, metadata=self._metadata))
+                acks = list(self._append_raw(iter((request,)), timeout=t, metadata=self._metadata))
             if len(acks) != 1:
                 raise ReplayError(f"Append returned {len(acks)} acks for one batch; expected 1")
             return decode_ack(acks[0])

@@ -23,10 +23,11 @@ from replaybuf.errors import (
     SignatureMismatchError,
     UnavailableError,
 )
-from replaybuf.tensors import FieldSpec, check_batch, to_batch
-from replaybuf.v1 import service_pb2
+from replaybuf.tensors import FieldSpec, check_batch
+from replaybuf.v1 import service_pb2, table_pb2
 
 from ._convert import coerce_columns, decode_ack, values_array
+from ._wire import encode_append
 from ._retry import reconnect_delay
 from ._stream import Closing
 from ._types import AppendResult, Lineage, WriterStats, _column
@@ -46,19 +47,19 @@ _USE_WRITER_TIMEOUT: Any = object()
 @dataclass(eq=False)
 class _Pending:
     seq: int
-    request: service_pb2.AppendRequest
+    request: bytes  # AppendRequest wire bytes (`encode_append`), resent as they are
     n: int
 
 
 @dataclass(eq=False)
 class _Stream:
-    requests: queue.SimpleQueue[service_pb2.AppendRequest | None]
+    requests: queue.SimpleQueue[bytes | None]
     call: Any = None
     ending: bool = False
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
-def _request_iterator(q: queue.SimpleQueue[Any]) -> Iterator[service_pb2.AppendRequest]:
+def _request_iterator(q: queue.SimpleQueue[Any]) -> Iterator[bytes]:
     while True:
         item = q.get()
         if item is None:
@@ -216,20 +217,20 @@ class _Rows:
         self.lineage = [[] for _ in kind[0]]
         self.first_at = time.monotonic()
 
-    def take(self, table: str) -> tuple[service_pb2.AppendRequest, int]:
-        """The rows as one request; empties the buffer."""
+    def take(self, table: str, producer_id: bytes, seq: int) -> tuple[bytes, int]:
+        """The rows as one request's wire bytes (one copy of each column); empties the buffer."""
 
         n = self.n
-        request = service_pb2.AppendRequest(
-            table=table, data=to_batch({name: buf[:n] for name, buf in self.columns.items()})
-        )
-        if self.priorities:
-            request.priorities.extend(self.priorities)
-        if self.kind is not None:
+        lineage = None
+        if self.kind is not None and self.kind[0]:
+            lineage = table_pb2.Lineage()
             for name, values in zip(self.kind[0], self.lineage):
-                getattr(request.lineage, name).extend(values)
+                getattr(lineage, name).extend(values)
+        raw = encode_append(table, {name: buf[:n] for name, buf in self.columns.items()},
+                            priorities=self.priorities, lineage=lineage,
+                            producer_id=producer_id, producer_seq=seq)
         self.clear()
-        return request, n
+        return raw, n
 
     def clear(self) -> None:
         self.n = 0
@@ -483,12 +484,11 @@ class Writer(Closing):
                 stop = min(n, start + self._max_batch)
                 whole = start == 0 and stop == n
                 part = cols if whole else {k: v[start:stop] for k, v in cols.items()}
-                request = service_pb2.AppendRequest(table=self._table, data=to_batch(part))
-                if prio is not None:
-                    request.priorities.extend(prio[start:stop].tolist())
-                if lin is not None:
-                    request.lineage.CopyFrom((lin if whole else lin.slice(start, stop)).to_proto(stop - start))
-                self._send_locked(request, stop - start)
+                self._send_locked(lambda seq, part=part, start=start, stop=stop, whole=whole: encode_append(
+                    self._table, part, priorities=None if prio is None else prio[start:stop],
+                    lineage=None if lin is None else (
+                        lin if whole else lin.slice(start, stop)).to_proto(stop - start),
+                    producer_id=self._producer_id, producer_seq=seq), stop - start)
 
     def flush(self, timeout: Any = _USE_WRITER_TIMEOUT) -> None:
         """Send buffered transitions and wait until every batch is acknowledged.
@@ -589,10 +589,16 @@ class Writer(Closing):
     def _seal_locked(self) -> None:
         if self._rows is None or not self._rows.n:
             return
-        request, n = self._rows.take(self._table)  # copies out: the buffers are free again
-        self._send_locked(request, n)
+        rows = self._rows
+        # copies out: the buffers are free again
+        self._send_locked(lambda seq: rows.take(self._table, self._producer_id, seq)[0], rows.n)
 
-    def _send_locked(self, request: service_pb2.AppendRequest, n: int) -> None:
+    def _send_locked(self, encode: Callable[[int], bytes], n: int) -> None:
+        """Send the request that ``encode(producer_seq)`` returns, in turn. Batches are sent in
+        the order they are formed, each with the next producer sequence, so this batch's
+        sequence is known now: one more than the batches formed before it."""
+
+        request = encode(self._tickets + 1)
         self._client._check_size(request, f"a writer batch of {n} items for {self._table!r} (dropped, not sent; lower max_batch)")
         ticket = self._tickets
         self._tickets += 1
@@ -608,8 +614,7 @@ class Writer(Closing):
             self._error_raised = True
             raise self._error from None
         self._seq += 1
-        request.producer_id = self._producer_id
-        request.producer_seq = self._seq
+        assert self._seq == ticket + 1, (self._seq, ticket)  # one sequence per batch formed
         self._inflight.append(_Pending(self._seq, request, n))
         self._turn += 1
         self._batches_sent += 1
@@ -624,7 +629,7 @@ class Writer(Closing):
         for pending in self._inflight:  # a reconnect resends every unacknowledged batch, in order
             requests.put(pending.request)
         stream = _Stream(requests)
-        stream.call = self._client._stub.Append(
+        stream.call = self._client._append_raw(
             _request_iterator(requests), metadata=self._client._metadata
         )
         stream.thread = threading.Thread(

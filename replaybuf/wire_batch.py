@@ -1,4 +1,4 @@
-"""Zero-copy decoding of ``ColumnarBatch`` wire bytes, and messages that carry one.
+"""Zero-copy encoding and decoding of ``ColumnarBatch`` wire bytes, and messages that carry one.
 
 Parsing a message with protobuf copies every tensor twice (into the message, then out of it on
 each ``bytes`` field access): for an Atari batch (256 x 2 x 28 KiB) two 14 MiB copies. Here the
@@ -6,27 +6,76 @@ wire bytes are walked by hand and each column becomes a read-only ``numpy.frombu
 the bytes gRPC received; the small rest of the message goes through protobuf. Used by the
 client's sampler (``SampleResponse``) and the server's Append stream (``AppendRequest``). The
 layout walked is `proto/replaybuf/v1` (tensor.proto ``ColumnarBatch``/``Column``/``Tensor``);
-unknown fields are skipped as protobuf would skip them. Light: numpy and protobuf only (the
-client imports it).
+unknown fields are skipped as protobuf would skip them. `batch_parts` is the other direction:
+a batch's wire bytes as small headers plus each column's own memory, so that one
+``b"".join`` is the only copy of the tensors (the server's SampleResponse, the client's
+AppendRequest). Light: numpy and protobuf only (the client imports it).
 
 Thread-safety: pure functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from replaybuf.errors import InvalidArgumentError
-from replaybuf.tensors import dtype_from_proto
+from replaybuf.tensors import dtype_from_proto, dtype_to_proto
+from replaybuf.v1 import tensor_pb2
 from replaybuf.wire import read_varint, varint
 
-__all__ = ["EncodedBatch", "decode_columns", "fields", "split_message"]
+__all__ = ["EncodedBatch", "batch_parts", "decode_columns", "fields", "split_message",
+           "wire_array"]
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
+
+_LITTLE = sys.byteorder == "little"
+_TAG_BATCH_COLUMN = b"\x0a"  # ColumnarBatch.columns = 1
+_TAG_COLUMN_TENSOR = b"\x12"  # Column.tensor = 2
+_TAG_TENSOR_DATA = b"\x1a"  # Tensor.data = 3
+
+
+def wire_array(array: Any) -> np.ndarray:
+    """The array as contiguous little-endian memory (no copy in the common case)."""
+
+    arr = np.asarray(array)
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def batch_parts(columns: Mapping[str, Any]) -> tuple[list[bytes | memoryview], int]:
+    """``ColumnarBatch`` of `columns` (name -> array, leading batch dimension) as wire parts
+    and their total length: ``b"".join(parts)`` equals `replaybuf.tensors.to_batch`'s
+    serialization, byte for byte, with each tensor copied once, by the join.
+
+    The parts view the arrays (after `wire_array`): join them before changing the arrays.
+    """
+
+    parts: list[bytes | memoryview] = []
+    total = 0
+    for name, array in columns.items():
+        arr = wire_array(array)
+        head = tensor_pb2.Tensor(dtype=dtype_to_proto(arr.dtype),
+                                 shape=arr.shape).SerializeToString()
+        nbytes = arr.nbytes
+        data_head = _TAG_TENSOR_DATA + varint(nbytes) if nbytes else b""  # proto3 omits b""
+        tensor_len = len(head) + len(data_head) + nbytes
+        name_part = tensor_pb2.Column(name=name).SerializeToString()
+        column_len = len(name_part) + 1 + len(varint(tensor_len)) + tensor_len
+        header = (_TAG_BATCH_COLUMN + varint(column_len) + name_part + _TAG_COLUMN_TENSOR
+                  + varint(tensor_len) + head + data_head)
+        parts.append(header)
+        total += len(header) + nbytes
+        if nbytes:
+            parts.append(memoryview(arr.reshape(-1).view(np.uint8)))
+    return parts, total
 
 
 def _varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:

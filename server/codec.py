@@ -16,40 +16,22 @@ The server registers these RPCs with a serializer that passes ``bytes`` through
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from replaybuf.tensors import dtype_to_proto
-from replaybuf.v1 import service_pb2, tensor_pb2
+from replaybuf.v1 import service_pb2
 from replaybuf.wire import varint
-from replaybuf.wire_batch import EncodedBatch, split_message
+from replaybuf.wire_batch import EncodedBatch, batch_parts, split_message
 
 __all__ = ["encode_sample", "encode_log_event", "passthrough_serializer",
            "AppendRequestView", "decode_append_request"]
 
-_LITTLE = sys.byteorder == "little"
-
 # Tags (field number << 3 | wire type 2 = length-delimited) of the fields written by hand.
 _TAG_RESPONSE_DATA = b"\x0a"  # SampleResponse.data = 1
-_TAG_BATCH_COLUMN = b"\x0a"  # ColumnarBatch.columns = 1
-_TAG_COLUMN_TENSOR = b"\x12"  # Column.tensor = 2
-_TAG_TENSOR_DATA = b"\x1a"  # Tensor.data = 3
 _TAG_LOG_EVENT_LSN = b"\x08"  # LogEvent.lsn = 1 (varint)
 _TAG_LOG_EVENT_EVENT = b"\x12"  # LogEvent.event = 2
-
-
-def _wire_array(array: np.ndarray) -> np.ndarray:
-    """The array as contiguous little-endian memory (no copy in the common case)."""
-
-    arr = np.asarray(array)
-    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    if not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr)
-    return arr
 
 
 def encode_sample(data: Mapping[str, np.ndarray], info: Any) -> bytes:
@@ -60,25 +42,8 @@ def encode_sample(data: Mapping[str, np.ndarray], info: Any) -> bytes:
         info: the engine's `SampleInfo` (anything with ``to_proto()``) or a proto SampleInfo.
     """
 
-    parts: list[Any] = []
-    columns_len = 0
-    column_parts: list[list[Any]] = []
-    for name, array in data.items():
-        arr = _wire_array(array)
-        head = tensor_pb2.Tensor(dtype=dtype_to_proto(arr.dtype), shape=arr.shape).SerializeToString()
-        nbytes = arr.nbytes
-        tensor_len = len(head) + 1 + len(varint(nbytes)) + nbytes
-        name_part = tensor_pb2.Column(name=name).SerializeToString()
-        column_len = len(name_part) + 1 + len(varint(tensor_len)) + tensor_len
-        column_parts.append([
-            _TAG_BATCH_COLUMN + varint(column_len) + name_part + _TAG_COLUMN_TENSOR
-            + varint(tensor_len) + head + _TAG_TENSOR_DATA + varint(nbytes),
-            memoryview(arr.reshape(-1).view(np.uint8)) if nbytes else b"",
-        ])
-        columns_len += 1 + len(varint(column_len)) + column_len
-    parts.append(_TAG_RESPONSE_DATA + varint(columns_len))
-    for cp in column_parts:
-        parts.extend(cp)
+    columns, columns_len = batch_parts(data)
+    parts: list[Any] = [_TAG_RESPONSE_DATA + varint(columns_len), *columns]
     info_msg = info if hasattr(info, "SerializeToString") else info.to_proto()
     parts.append(service_pb2.SampleResponse(info=info_msg).SerializeToString(deterministic=True))
     return b"".join(parts)

@@ -14,8 +14,9 @@ from replaybuf.events import (
     EVENT_VERSION, decode_event, encode_event, encode_event_with_batch,
 )
 from replaybuf.tensors import from_batch, to_batch
-from replaybuf.v1 import events_pb2, service_pb2
-from replaybuf.wire_batch import EncodedBatch, split_message
+from replaybuf.v1 import events_pb2, service_pb2, table_pb2
+from replaybuf.wire_batch import EncodedBatch, batch_parts, split_message
+from replaybuf_client._wire import encode_append
 from _engine_helpers import SIG, batch
 
 DTYPES = [np.float32, np.float64, np.int64, np.uint8, np.bool_, np.int32]
@@ -123,3 +124,44 @@ def test_an_engine_logs_the_same_bytes_for_a_wire_batch_as_for_arrays(tmp_path):
             assert set(s.data["tag"].tolist()) <= {1, 2, 3}
             np.testing.assert_array_equal(s.data["obs"][:, 0], s.data["tag"])
     assert logged[0] == logged[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(columns(), st.booleans())
+def test_batch_parts_join_to_protobufs_serialization(cols, strided):
+    if strided:  # non-contiguous and big-endian inputs are converted, as to_batch does
+        cols = {k: (v[::-1] if v.dtype.itemsize == 1 else v.astype(v.dtype.newbyteorder(">")))
+                for k, v in cols.items()}
+    parts, size = batch_parts(cols)
+    raw = b"".join(parts)
+    assert raw == to_batch(cols).SerializeToString()
+    assert size == len(raw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(columns(), st.data())
+def test_encoded_append_request_is_byte_identical_to_protobufs(cols, data):
+    n = len(next(iter(cols.values())))
+    table = data.draw(st.text(max_size=6))
+    prio = data.draw(st.none() | st.lists(st.floats(0, 10), min_size=n, max_size=n))
+    lineage = None
+    if data.draw(st.booleans()):
+        lineage = table_pb2.Lineage()
+        lineage.episode_id.extend(data.draw(st.lists(st.integers(0, 2**40), min_size=n,
+                                                     max_size=n)))
+        lineage.request_id.extend(data.draw(st.lists(st.text(max_size=3), min_size=n,
+                                                     max_size=n)))
+    pid = data.draw(st.binary(max_size=16))
+    seq = data.draw(st.integers(0, 2**64 - 1))
+    raw = encode_append(table, cols, priorities=prio, lineage=lineage, producer_id=pid,
+                        producer_seq=seq)
+    want = service_pb2.AppendRequest(table=table, data=to_batch(cols), producer_id=pid,
+                                     producer_seq=seq)
+    if prio:
+        want.priorities.extend(prio)
+    if lineage is not None:
+        want.lineage.CopyFrom(lineage)
+    assert raw == want.SerializeToString(deterministic=True)
+    back = service_pb2.AppendRequest.FromString(raw)
+    for name, arr in from_batch(back.data).items():
+        np.testing.assert_array_equal(arr, cols[name])
