@@ -19,6 +19,7 @@ import io
 import json
 import os
 import pstats
+import resource
 import shutil
 import sys
 import threading
@@ -33,6 +34,33 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import bench_hygiene as bh  # noqa: E402
+
+
+def _ctx() -> tuple[float, int, int]:
+    """This thread's CPU seconds, voluntary context switches (each a wait that blocked: for
+    the GIL, a lock, I/O) and involuntary ones (preempted by the OS for another thread).
+    ``getrusage`` keeps the GIL, so reading them adds no wait."""
+    ru = resource.getrusage(resource.RUSAGE_THREAD)
+    return time.thread_time(), ru.ru_nvcsw, ru.ru_nivcsw
+
+
+def _wrap_ctx(obj: Any, name: str, parts: dict[str, list[tuple[float, ...]]],
+              label: str) -> None:
+    """Record each call's (start, wall s, thread CPU s, voluntary and involuntary switches)
+    under `label`."""
+    fn = getattr(obj, name)
+
+    def timed(*a: Any, **k: Any) -> Any:
+        c0, v0, i0 = _ctx()
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            t1 = time.perf_counter()
+            c1, v1, i1 = _ctx()
+            parts.setdefault(label, []).append((t0, t1 - t0, c1 - c0, v1 - v0, i1 - i0))
+
+    setattr(obj, name, timed)
 
 
 def _wrap(obj: Any, name: str, spans: list[tuple[str, float, float]], label: str) -> None:
@@ -73,6 +101,54 @@ class TimedLock:
         self._lock.release()
 
 
+def _warm_strings(engine: Any) -> None:
+    """Cache every present item's strings in the table (`Table.cache_strings`)."""
+    t = engine._tables[bh.TABLE]
+    ids = t.snapshot_ids()
+    for i in range(0, ids.size, 65_536):
+        part = ids[i:i + 65_536]
+        req, src = engine._view.read_strings(part)
+        t.cache_strings(part, req, src)
+
+
+def _overshoot(samples: list[tuple[float, float]]) -> dict[str, float]:
+    """From one sample's end to the next one's start, less the learner's 1 ms pause: mostly
+    the wait for the GIL when its sleep ends, which the sample latency does not include."""
+    gaps = [(b0 - a1) * 1e3 - 1.0 for (_a0, a1), (b0, _b1) in zip(samples, samples[1:])]
+    if not gaps:
+        return {}
+    return {"p50": float(np.percentile(gaps, 50)), "p99": float(np.percentile(gaps, 99)),
+            "max": float(max(gaps))}
+
+
+def _ctx_summary(parts: dict[str, list[tuple[float, ...]]], slow_ms: float,
+                 lock_waits: list[tuple[str, float, float]]) -> dict[str, Any]:
+    """Per learner call: wall p50/p99 ms, CPU p50 ms, voluntary switches (blocking waits)
+    per call, and over calls slower than `slow_ms`: the same, the share preempted by the OS,
+    and the time waiting for the table's lock."""
+    out: dict[str, Any] = {}
+    lw = sorted((a, b) for name, a, b in lock_waits if name == "learner" and b - a > 1e-4)
+    for label, rows in parts.items():
+        a = np.array(rows, dtype=np.float64).reshape(-1, 5)
+        start, wall, cpu, vol, inv = a[:, 0], a[:, 1] * 1e3, a[:, 2] * 1e3, a[:, 3], a[:, 4]
+        slow = wall > slow_ms
+        lock_ms = [sum(min(b, s0 + w / 1e3) - max(a_, s0) for a_, b in lw
+                       if a_ < s0 + w / 1e3 and b > s0) * 1e3
+                   for s0, w in zip(start[slow], wall[slow])]
+        out[label] = {
+            "n": int(wall.size), "wall_p50_ms": float(np.percentile(wall, 50)),
+            "wall_p99_ms": float(np.percentile(wall, 99)),
+            "cpu_p50_ms": float(np.percentile(cpu, 50)),
+            "waits_per_call": float(vol.mean()), "calls_with_waits": float((vol > 0).mean()),
+            "slow": int(slow.sum()),
+            "slow_waits_per_call": float(vol[slow].mean()) if slow.any() else None,
+            "slow_off_cpu_ms": float((wall - cpu)[slow].mean()) if slow.any() else None,
+            "slow_preempted": float((inv[slow] > 0).mean()) if slow.any() else None,
+            "slow_table_lock_ms": float(np.mean(lock_ms)) if lock_ms else None,
+        }
+    return out
+
+
 def _stats(v: list[float]) -> dict[str, float]:
     return {"n": len(v), "median": float(np.median(v)) if v else 0.0,
             "p99": float(np.percentile(v, 99)) if v else 0.0, "max": max(v, default=0.0)}
@@ -94,6 +170,10 @@ def main() -> int:
                    "(0: on the main thread)")
     p.add_argument("--switch-ms", type=float, default=0.0,
                    help="sys.setswitchinterval while evicting (0: unchanged)")
+    p.add_argument("--warm-strings", type=int, default=1,
+                   help="1: cache every item's request id and source in the table before "
+                   "sampling, as a long-running engine has them (else each sample of a "
+                   "freshly opened engine reads them from the view)")
     p.add_argument("--profile", action="store_true", help="cProfile the evicting thread")
     p.add_argument("--profile-top", type=int, default=25)
     p.add_argument("--profile-sort", default="tottime", help="pstats sort key")
@@ -119,6 +199,8 @@ def main() -> int:
         _wrap(pipe, "_write", spans, "view_write")
         _wrap(pipe, "_mirror", spans, "mirror")
         _wrap(engine, "evict", spans, "evict_total")
+        if args.warm_strings:
+            _warm_strings(engine)
         learner = bh.Learner(engine, 256, 0.001)
         samples: list[tuple[float, float]] = []  # each sample's (start, end)
         orig_sample = engine.sample
@@ -132,6 +214,15 @@ def main() -> int:
 
         engine.sample = sample  # type: ignore[method-assign]
         t = engine._tables[bh.TABLE]
+        # The learner's own calls, with its CPU time and blocking waits (GIL hand-offs) each.
+        cparts: dict[str, list[tuple[float, float, int]]] = {}
+        _wrap_ctx(engine, "sample", cparts, "sample")
+        _wrap_ctx(t, "draw", cparts, "draw")
+        _wrap_ctx(t._sampler, "sample", cparts, "draw.selector")
+        _wrap_ctx(t, "_gather", cparts, "draw.gather")
+        _wrap_ctx(engine._recorder, "submit", cparts, "recorder.submit")
+        _wrap_ctx(t.limiter, "reserve_sample", cparts, "limiter.reserve")
+        _wrap_ctx(engine._view, "read_strings", cparts, "view.read_strings")
         lspans: list[tuple[str, float, float]] = []  # the learner's own parts
         _wrap(t, "draw", lspans, "draw")
         tl = t._lock = TimedLock(t._lock)
@@ -144,8 +235,13 @@ def main() -> int:
         time.sleep(args.idle_s)
         learner.take()
         time.sleep(args.idle_s)
+        cparts.clear()
+        ni0 = len(samples)
+        time.sleep(args.idle_s)
         idle = learner.take()
         out["idle"] = bh.latency_summary(idle)
+        out["idle_learner_calls"] = _ctx_summary(cparts, args.slow_ms, tl.waits)
+        cparts.clear()
         spans.clear()
         lspans.clear()
         tl.waits.clear()
@@ -181,7 +277,10 @@ def main() -> int:
             print(buf.getvalue(), file=sys.stderr)
         t1 = time.perf_counter()
         learner.stop()
+        out["during_learner_calls"] = _ctx_summary(cparts, args.slow_ms, tl.waits)
         during = [(a, b - a) for a, b in samples[n0:] if b <= t1]
+        out["pause_overshoot_ms"] = {"idle": _overshoot(samples[ni0:n0]),
+                                     "during": _overshoot([s for s in samples[n0:] if s[1] <= t1])}
         st, lat = [a for a, _ in during], [d for _, d in during]
     out.update(evicted=evicted, wall_s=wall, cpu_s=cpu, evictions_per_s=evicted / wall,
                during=bh.latency_summary(lat), load_end=os.getloadavg())

@@ -18,7 +18,8 @@ indexing, whose fresh output usually comes back from malloc already mapped).
   idle core the copy took 1.4-2.3x less wall time in our runs; with every core busy the
   helper gets the CPU late and the caller waits for it (up to 1.4x slower). So `RowGather` times both ways per byte and uses the one
   that has lately been faster, trying the other every `_EXPLORE`-th large batch. Batches
-  under `PARALLEL_MIN_BYTES` are always copied by the caller alone.
+  under `PARALLEL_MIN_BYTES` are always copied by the caller alone, and those under
+  `HOLD_GIL_MAX_BYTES` without releasing the GIL.
 
 Under ``NUMBA_DISABLE_JIT=1`` the copy is numpy's fancy indexing of the same bytes.
 
@@ -53,10 +54,18 @@ from numba.extending import intrinsic
 
 from replaybuf._simd import JIT_OPTIONS
 
-__all__ = ["RowGather", "OutputPool", "PARALLEL_MIN_BYTES", "CHUNK_BYTES", "helper_count"]
+__all__ = ["RowGather", "OutputPool", "PARALLEL_MIN_BYTES", "HOLD_GIL_MAX_BYTES", "CHUNK_BYTES",
+           "helper_count"]
 
 #: A batch smaller than this is copied by the caller's thread alone.
 PARALLEL_MIN_BYTES = 1 << 20
+#: A batch smaller than this is copied without releasing the GIL (`_copy_chunks_held`): a
+#: W2 batch of 256 rows is 43 KB, a few tens of microseconds. Releasing the GIL buys nothing
+#: there, and taking it back can wait for as long as another thread keeps dropping and
+#: retaking it at a high rate (an LMDB write of thousands of keys: CPython wakes the waiter
+#: at each drop, the other thread has usually retaken it by then, and the waiter's
+#: switch-interval timer starts over; see `replaybuf.sum_tree.HOLD_GIL_MAX_BATCH`).
+HOLD_GIL_MAX_BYTES = 1 << 18
 #: Bytes per chunk claimed by one thread (small enough to balance two threads, large enough
 #: that the per-chunk dispatch, a few microseconds, stays near 1% of the copy).
 CHUNK_BYTES = 1 << 20
@@ -76,6 +85,8 @@ if _numba_config.DISABLE_JIT:
     def _copy_chunks(buf: np.ndarray, fields: np.ndarray, slots: np.ndarray,
                      chunks: np.ndarray, c0: int, c1: int) -> int:
         raise AssertionError("RowGather copies with numpy without JIT")
+
+    _copy_chunks_held = _copy_chunks
 else:
     @intrinsic
     def _memcpy(typingctx: Any, dst: Any, src: Any, nbytes: Any) -> Any:  # pragma: no cover
@@ -111,6 +122,13 @@ else:
                 else:
                     _memcpy(dst + i * row, src + s * row, row)
         return bad
+
+    @njit(**{**JIT_OPTIONS, "nogil": False})
+    def _copy_chunks_held(buf: np.ndarray, fields: np.ndarray, slots: np.ndarray,
+                          chunks: np.ndarray, c0: int, c1: int) -> int:  # pragma: no cover
+        """`_copy_chunks`, keeping the GIL (batches under `HOLD_GIL_MAX_BYTES`)."""
+
+        return _copy_chunks(buf, fields, slots, chunks, c0, c1)
 
 
 class OutputPool:
@@ -346,6 +364,8 @@ class RowGather:
         k = plan.chunks.shape[0]
         if k > 1 and plan.total >= PARALLEL_MIN_BYTES and self._parallel:
             bad = self._large((buf, plan.fields, slots, plan.chunks), k, plan.total)
+        elif plan.total < HOLD_GIL_MAX_BYTES:
+            bad = _copy_chunks_held(buf, plan.fields, slots, plan.chunks, 0, k)
         else:
             bad = _copy_chunks(buf, plan.fields, slots, plan.chunks, 0, k)
         if bad:

@@ -27,11 +27,13 @@ from replaybuf.sum_tree import (
     _M_POSITIVE,
     _M_SIZE,
     DEFAULT_FANOUT,
+    HOLD_GIL_MAX_BATCH,
     MODE_INSERT,
     MODE_REMOVE,
     MODE_UPDATE,
     SumTree,
     _sample_kernel,
+    _sample_kernel_held,
     _write_kernel,
 )
 
@@ -164,7 +166,8 @@ class PrioritizedSelector(Selector):
         """Draw ``batch_size`` slots proportionally to ``priority ** alpha``.
 
         One numba call: uniforms -> stratified targets -> slots -> probabilities -> weights.
-        O(B log_F N). Raises FailedPreconditionError when the total priority is 0, or
+        It keeps the GIL for batches up to `replaybuf.sum_tree.HOLD_GIL_MAX_BATCH`, else
+        releases it. O(B log_F N). Raises FailedPreconditionError when the total priority is 0, or
         (without replacement) when fewer than B items have positive priority.
         """
         if type(batch_size) is not int or batch_size < 1:
@@ -177,7 +180,9 @@ class PrioritizedSelector(Selector):
         slots = np.empty(batch_size, _I64)
         probs = np.empty(batch_size)
         weights = np.empty(batch_size)
-        rc = _sample_kernel(self._tree._arena, fn, state, slots, probs, weights, beta)
+        # Small batches keep the GIL (HOLD_GIL_MAX_BATCH); the same code either way.
+        kernel = _sample_kernel_held if batch_size <= HOLD_GIL_MAX_BATCH else _sample_kernel
+        rc = kernel(self._tree._arena, fn, state, slots, probs, weights, beta)
         if rc:
             raise_for(rc, slots, None, self.capacity)
         return _new_tuple(SampleResult, (slots, probs, weights))  # skips namedtuple's __new__

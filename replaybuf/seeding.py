@@ -31,7 +31,10 @@ _PCG_MULT = (2549297995355413924 << 64) + 4865540595714422341
 _M128 = (1 << 128) - 1
 
 
-@numba.njit(cache=True, nogil=True)
+# Keeps the GIL: a microsecond of work on every draw, and a thread that releases the GIL
+# while another thread keeps dropping and retaking it (an LMDB write loop) waits for it until
+# that loop ends (bench/RESULTS.md, hygiene: the learner's GIL waits).
+@numba.njit(cache=True)
 def _seed_words(lo: int, hi: int, n_entropy: int, out: np.ndarray) -> None:  # pragma: no cover
     """SeedSequence(entropy).generate_state(4, uint64) for entropy = hi * 2**32 + lo with
     n_entropy (1 or 2) words, written as 8 uint32 words into out (int64 arithmetic: every

@@ -68,7 +68,7 @@ from replaybuf._validation import (
 )
 from replaybuf.errors import InvalidArgumentError, InvalidPriorityError
 
-__all__ = ["SumTree", "FORMAT_VERSION", "DEFAULT_FANOUT"]
+__all__ = ["SumTree", "FORMAT_VERSION", "DEFAULT_FANOUT", "HOLD_GIL_MAX_BATCH"]
 
 #: 16 float64 children = two 64-byte cache lines per node (fastest measured for 1e5..1e7).
 DEFAULT_FANOUT = 16
@@ -423,6 +423,24 @@ def _sample_kernel(arena, rng_fn, rng_state, slots, probs, weights, beta):  # pr
     else:
         vpow(ratio, -beta, weights)
     return 0
+
+
+@njit(**{**JIT_OPTIONS, "nogil": False})
+def _sample_kernel_held(arena, rng_fn, rng_state, slots, probs, weights, beta):  # pragma: no cover
+    """`_sample_kernel`, keeping the GIL: for small batches (`HOLD_GIL_MAX_BATCH`), where
+    releasing it buys nothing and taking it back can wait long (see `HOLD_GIL_MAX_BATCH`)."""
+    return _sample_kernel(arena, rng_fn, rng_state, slots, probs, weights, beta)
+
+
+#: Batches of at most this many slots are drawn by `_sample_kernel_held`, which keeps the GIL
+#: (measured: 65 us for 256 slots and 150 us for 1024, at 1M and at 10M leaves). A thread
+#: that releases the GIL must take it back, and while another thread drops and retakes it at
+#: a high rate (py-lmdb drops it around its calls into LMDB, so a view write of thousands of
+#: keys does), CPython wakes the waiter at each drop, the other thread has usually retaken it
+#: by then, and the waiter's switch-interval timer starts over: a learner's draw waited up to
+#: hundreds of times per call while a job evicted (bench/RESULTS.md, hygiene). Larger batches
+#: release it, so that other threads run beside the longer walk.
+HOLD_GIL_MAX_BATCH = 1024
 
 
 # ----------------------------------------------------------------------------------------------

@@ -339,3 +339,31 @@ def test_large_batches_go_the_way_that_has_been_faster_and_sometimes_the_other(t
     assert g._cost[1] == 50.0  # never shared so far
     g.gather([col], np.arange(64))  # the explored batch
     assert g._cost[1] != 50.0
+
+
+@pytest.fixture
+def release_gil_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every single-threaded gather goes through the GIL-releasing kernel."""
+
+    monkeypatch.setattr(gather_mod, "HOLD_GIL_MAX_BYTES", 0)
+
+
+@SETTINGS
+@given(case=columns_and_slots())
+def test_gather_that_releases_the_gil_equals_numpy_and_the_held_path(release_gil_always,
+                                                                      case):
+    cols, slots = case
+    released = RowGather(parallel=False).gather(cols, slots)
+    assert_gathered(released, cols, slots)
+    gather_mod.HOLD_GIL_MAX_BYTES = 1 << 40  # the same batch, kept under the GIL
+    held = RowGather(parallel=False).gather(cols, slots)
+    assert [payload(a) for a in held] == [payload(a) for a in released]
+
+
+def test_small_batches_keep_the_gil_and_large_ones_release_it():
+    if gather_mod._memcpy is None:
+        pytest.skip("no JIT: numpy copies")
+    assert gather_mod._copy_chunks.targetoptions.get("nogil") is True
+    assert not gather_mod._copy_chunks_held.targetoptions.get("nogil")
+    w2_batch = 256 * 168  # 256 W2 rows
+    assert w2_batch < gather_mod.HOLD_GIL_MAX_BYTES <= gather_mod.PARALLEL_MIN_BYTES

@@ -12,10 +12,11 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from replaybuf import prioritized_selector, sum_tree
 from replaybuf.errors import FailedPreconditionError, InvalidArgumentError, InvalidPriorityError
 from replaybuf.selectors import (
     SELECTOR_KINDS,
@@ -216,6 +217,33 @@ def test_the_same_seed_gives_the_same_sample() -> None:
     assert not np.array_equal(a.sample(64, 1).slots, a.sample(64, 2).slots)
     distinct = [filled(1000, priorities, with_replacement=False) for _ in range(2)]
     assert np.array_equal(distinct[0].sample(64, 5).slots, distinct[1].sample(64, 5).slots)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(n=st.integers(1, 3000), batch=st.integers(1, 1500), seed=st.integers(0, 2**64 - 1),
+       beta=st.sampled_from([0.0, 0.4, 1.0]))
+def test_batches_drawn_keeping_the_gil_equal_those_drawn_releasing_it(n, batch, seed,
+                                                                      beta) -> None:
+    priorities = np.random.default_rng(n).random(n) * (np.arange(n) % 5 != 0)
+    priorities[0] = 1.0
+    sel = filled(n, priorities)
+    limit = prioritized_selector.HOLD_GIL_MAX_BATCH
+    try:
+        outs = []
+        for prioritized_selector.HOLD_GIL_MAX_BATCH in (batch, batch - 1):  # held, released
+            outs.append(sel.sample(batch, np.random.default_rng(seed), beta))
+    finally:
+        prioritized_selector.HOLD_GIL_MAX_BATCH = limit
+    for u, v in zip(*outs):
+        assert np.array_equal(u, v)
+
+
+def test_small_batches_keep_the_gil_and_large_ones_release_it() -> None:
+    if not hasattr(sum_tree._sample_kernel, "targetoptions"):
+        pytest.skip("no JIT: plain Python")
+    assert sum_tree._sample_kernel.targetoptions.get("nogil") is True
+    assert not sum_tree._sample_kernel_held.targetoptions.get("nogil")
+    assert 256 <= sum_tree.HOLD_GIL_MAX_BATCH
 
 
 def test_total_never_drifts_or_goes_negative_under_many_tiny_updates() -> None:
