@@ -20,6 +20,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from replaybuf.errors import DataLossError, InvalidArgumentError
+from replaybuf.frame import RecordParts
 from replaybuf.v1 import events_pb2
 from replaybuf.wire import varint
 from replaybuf.wire_batch import LEN, EncodedBatch, fields
@@ -72,12 +73,13 @@ _ITEMS_APPENDED = events_pb2.Event.DESCRIPTOR.fields_by_name["items_appended"].n
 _APPENDED_DATA = events_pb2.ItemsAppended.DESCRIPTOR.fields_by_name["data"].number
 
 
-def encode_event_with_batch(event: events_pb2.Event, batch: EncodedBatch) -> bytes:
+def encode_event_with_batch(event: events_pb2.Event, batch: EncodedBatch) -> RecordParts:
     """`encode_event` of an ItemsAppended event whose ``data`` is `batch`, given without it.
 
     The batch's wire bytes are spliced in where protobuf writes field ``data`` (fields in
-    number order), so the result is byte for byte `encode_event` of the full event, with one
-    copy of the tensors instead of three (into the event, out of the request, serialized).
+    number order), so ``bytes(result)`` is byte for byte `encode_event` of the full event. The
+    result is a `RecordParts` that views the batch's bytes: the log writes the tensors from
+    the received request itself, with no copy in Python (one write into the page cache).
     """
 
     raw = encode_event(event)
@@ -97,8 +99,8 @@ def encode_event_with_batch(event: events_pb2.Event, batch: EncodedBatch) -> byt
             break
     data = batch.field(_APPENDED_DATA)
     size = n + sum(len(part) for part in data)
-    return b"".join([raw[:first], varint(_ITEMS_APPENDED << 3 | LEN), varint(size), raw[off:cut],
-                     *data, raw[cut:]])
+    return RecordParts([raw[:first] + varint(_ITEMS_APPENDED << 3 | LEN) + varint(size)
+                        + raw[off:cut], *data, raw[cut:]])
 
 
 def decode_event(payload: bytes, *, lsn: int | None = None) -> events_pb2.Event:

@@ -31,7 +31,7 @@ from replaybuf.errors import (
     LogCorruptionError,
 )
 from replaybuf.file_log_config import FileLogConfig, is_int, is_seconds
-from replaybuf.frame import NO_PRODUCER, Frame, encode_frame
+from replaybuf.frame import NO_PRODUCER, Frame, RecordParts, encode_frame
 from replaybuf.group_commit import GroupCommit, QueuedFrame
 from replaybuf.log import AppendResult, Log, LogRecord, PendingAppend, make_ack
 from replaybuf.log_reader import read_records
@@ -361,7 +361,7 @@ class FileLog(Log):
         bufs: list[bytes | memoryview] = []
         sizes: list[int] = []
         for i, p in enumerate(payloads):
-            if type(p) is bytes:
+            if type(p) is bytes or type(p) is RecordParts:
                 bufs.append(p)
                 sizes.append(len(p))
             else:

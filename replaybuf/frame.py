@@ -29,6 +29,7 @@ __all__ = [
     "NO_PRODUCER",
     "Frame",
     "BadFrame",
+    "RecordParts",
     "encode_frame",
     "walk_frames",
     "find_valid_frame",
@@ -36,6 +37,25 @@ __all__ = [
 ]
 
 _U32 = struct.Struct(">I")
+
+
+class RecordParts:
+    """One log record given as buffers that follow each other (e.g. an event with a received
+    batch spliced in, `replaybuf.events.encode_event_with_batch`). A large frame references
+    the buffers as they are (``writev``, CRC-32C over each), so the record is never joined in
+    Python; a small one joins them. The buffers must not change until the append returns."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: Sequence[bytes | memoryview]) -> None:
+        self.parts = tuple(parts)
+        self.size = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in self.parts)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def __len__(self) -> int:
+        return self.size
 # length, crc, base_lsn, count, timestamp_ms, producer_id, producer_seq
 _FRAME_HEAD = struct.Struct(">IIQIQ16sQ")
 _LEN_CRC = struct.Struct(">II")  # the first two fields...
@@ -61,7 +81,7 @@ _WRITEV_MIN_RECORD = 2048
 
 
 def encode_frame(
-    payloads: Sequence[bytes | bytearray | memoryview],
+    payloads: Sequence[bytes | bytearray | memoryview | RecordParts],
     sizes: Sequence[int],
     base_lsn: int,
     timestamp_ms: int,
@@ -92,6 +112,7 @@ def encode_frame(
         # those, and length + CRC in front (a few small copies, no per-record Python objects
         # beyond the length prefixes).
         rest = _FRAME_REST.pack(base_lsn, count, timestamp_ms, producer_id, producer_seq)
+        payloads = [bytes(p) if type(p) is RecordParts else p for p in payloads]
         if count == 1:
             body = rest + _U32.pack(sizes[0]) + payloads[0]
         else:
@@ -109,9 +130,15 @@ def encode_frame(
     parts: list[bytes | bytearray | memoryview] = [head]
     for p, n in zip(payloads, sizes):
         prefix = _U32.pack(n)
-        value = crc(p, crc(prefix, value))
+        value = crc(prefix, value)
         parts.append(prefix)
-        parts.append(p)
+        if type(p) is RecordParts:
+            for q in p.parts:
+                value = crc(q, value)
+                parts.append(q)
+        else:
+            value = crc(p, value)
+            parts.append(p)
     _U32.pack_into(head, 4, value)
     return parts, total
 
