@@ -26,10 +26,13 @@ from replaybuf.order_tree import _NO_TIE, OrderTree
 from replaybuf.selector_base import (
     SampleResult,
     Selector,
+    check_slots_values,
     first_unoccupied,
     slots_and_priorities,
 )
-from replaybuf.sum_tree import DEFAULT_FANOUT
+from replaybuf.sum_tree import DEFAULT_FANOUT, HOLD_GIL_MAX_WRITE
+
+_NO_VALUES = np.empty(0, np.float64)
 
 __all__ = [
     "UniformSelector",
@@ -239,6 +242,19 @@ def _ll_remove(prev, nxt, ctr, meta, slots):  # pragma: no cover - compiled
             _ll_unlink(prev, nxt, ctr, meta, s)
 
 
+@njit(**{**JIT_OPTIONS, "nogil": False})
+def _ll_remove_held(prev, nxt, ctr, meta, cap, slots, no_values):  # pragma: no cover
+    """Check and remove in one call that keeps the GIL (removals of at most
+    `replaybuf.sum_tree.HOLD_GIL_MAX_WRITE` slots, made under the table's lock): the error
+    code of the first bad or free slot (nothing removed), else 0."""
+    rc = check_slots_values(cap, slots, no_values)
+    if rc == 0:
+        rc = first_unoccupied(ctr, slots)
+    if rc == 0:
+        _ll_remove(prev, nxt, ctr, meta, slots)
+    return rc
+
+
 @njit(**JIT_OPTIONS)
 def _ll_walk(prev, nxt, meta, out, from_tail):  # pragma: no cover - compiled
     s = meta[1] if from_tail else meta[0]
@@ -279,8 +295,13 @@ class _InsertionOrderSelector(Selector):
         raise_for(first_unoccupied(self._ctr, s), s, None, self.capacity)
 
     def remove(self, slots: np.ndarray) -> None:
-        """Unlink occupied slots. O(n)."""
-        s, _ = slots_and_priorities(self.capacity, slots, None)
+        """Unlink occupied slots. O(n). Keeps the GIL for up to `HOLD_GIL_MAX_WRITE` slots."""
+        s = as_slots(slots)
+        if s.size <= HOLD_GIL_MAX_WRITE:
+            raise_for(_ll_remove_held(self._prev, self._next, self._ctr, self._meta,
+                                      self.capacity, s, _NO_VALUES), s, None, self.capacity)
+            return
+        s, _ = slots_and_priorities(self.capacity, s, None)
         raise_for(first_unoccupied(self._ctr, s), s, None, self.capacity)
         _ll_remove(self._prev, self._next, self._ctr, self._meta, s)
 

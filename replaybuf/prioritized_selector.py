@@ -28,6 +28,7 @@ from replaybuf.sum_tree import (
     _M_SIZE,
     DEFAULT_FANOUT,
     HOLD_GIL_MAX_BATCH,
+    HOLD_GIL_MAX_WRITE,
     MODE_INSERT,
     MODE_REMOVE,
     MODE_UPDATE,
@@ -35,6 +36,7 @@ from replaybuf.sum_tree import (
     _sample_kernel,
     _sample_kernel_held,
     _write_kernel,
+    _write_kernel_held,
 )
 
 __all__ = ["PrioritizedSelector"]
@@ -134,7 +136,9 @@ class PrioritizedSelector(Selector):
             p = np.ascontiguousarray(priorities)
         else:
             p = as_values(priorities, s.size)
-        rc = _write_kernel(self._tree._arena, s, p, self.alpha, mode)
+        # Small writes keep the GIL (HOLD_GIL_MAX_WRITE): the table holds its lock meanwhile.
+        kernel = _write_kernel_held if s.size <= HOLD_GIL_MAX_WRITE else _write_kernel
+        rc = kernel(self._tree._arena, s, p, self.alpha, mode)
         if rc:
             raise_for(rc, s, p, self.capacity)
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from replaybuf import prioritized_selector, sum_tree
+from replaybuf import order_selectors, prioritized_selector, sum_tree
 from replaybuf.errors import FailedPreconditionError, InvalidArgumentError, InvalidPriorityError
 from replaybuf.selectors import (
     SELECTOR_KINDS,
@@ -244,6 +244,48 @@ def test_small_batches_keep_the_gil_and_large_ones_release_it() -> None:
     assert sum_tree._sample_kernel.targetoptions.get("nogil") is True
     assert not sum_tree._sample_kernel_held.targetoptions.get("nogil")
     assert 256 <= sum_tree.HOLD_GIL_MAX_BATCH
+    assert sum_tree._write_kernel.targetoptions.get("nogil") is True
+    assert not sum_tree._write_kernel_held.targetoptions.get("nogil")
+    assert not order_selectors._ll_remove_held.targetoptions.get("nogil")
+
+
+def _removals(draw: st.DrawFn, capacity: int) -> list[list[int]]:
+    """Batches of slots to remove: mostly occupied ones, sometimes a free, repeated or out of
+    range slot (rejected, nothing changes)."""
+    return draw(st.lists(st.lists(st.integers(-1, capacity), max_size=12), max_size=8))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=st.data(), kind=st.sampled_from(["prioritized", "fifo", "lifo"]))
+def test_removals_keeping_the_gil_leave_the_state_of_removals_releasing_it(data, kind) -> None:
+    capacity = 24
+    priorities = np.random.default_rng(1).random(capacity)
+    sels = [make_selector(kind, capacity) for _ in range(2)]
+    for sel in sels:
+        sel.insert(np.arange(capacity), priorities)
+    limits = (prioritized_selector.HOLD_GIL_MAX_WRITE, order_selectors.HOLD_GIL_MAX_WRITE)
+    try:
+        for batch in _removals(data.draw, capacity):
+            slots = np.array(batch, np.int64)
+            errors = []
+            for sel, limit in zip(sels, (capacity, -1)):  # held, released
+                prioritized_selector.HOLD_GIL_MAX_WRITE = limit
+                order_selectors.HOLD_GIL_MAX_WRITE = limit
+                try:
+                    sel.remove(slots)
+                    errors.append(None)
+                except InvalidArgumentError as exc:
+                    errors.append(str(exc))
+            assert errors[0] == errors[1]
+    finally:
+        prioritized_selector.HOLD_GIL_MAX_WRITE, order_selectors.HOLD_GIL_MAX_WRITE = limits
+    held, released = sels
+    assert held.size == released.size
+    if kind == "prioritized":
+        assert held.tree._arena.tobytes() == released.tree._arena.tobytes()
+    else:
+        assert np.array_equal(held.state()["counters"], released.state()["counters"])
+        assert held.select(held.size).tolist() == released.select(released.size).tolist()
 
 
 def test_total_never_drifts_or_goes_negative_under_many_tiny_updates() -> None:
