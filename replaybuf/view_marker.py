@@ -30,6 +30,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from replaybuf.segment import fsync_dir
+
 __all__ = ["MARKER", "boot_id", "mark", "clear", "distrust"]
 
 #: File name of the marker inside the view's directory.
@@ -48,14 +50,6 @@ def boot_id() -> str | None:
     return value or None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def mark(view_dir: Path) -> None:
     """Record, durably, that the view in `view_dir` takes unsynced commits from this boot."""
 
@@ -66,7 +60,7 @@ def mark(view_dir: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(view_dir)
+    fsync_dir(view_dir)
 
 
 def clear(view_dir: Path) -> None:
@@ -76,7 +70,7 @@ def clear(view_dir: Path) -> None:
         os.unlink(view_dir / MARKER)
     except FileNotFoundError:
         return
-    _fsync_dir(view_dir)
+    fsync_dir(view_dir)
 
 
 def distrust(view_dir: Path) -> str | None:

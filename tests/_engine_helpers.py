@@ -104,3 +104,14 @@ def run_crash_child(path: Path, fsync: str, seed: int, kill_after: int,
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     return acks
+
+
+def check_acked(engine: Engine, acked: list[tuple[int, int, int]], table: str = "t") -> None:
+    """Every acked item of `run_crash_child` is in the table with its tag."""
+
+    t = engine.table(table)
+    for first, last, tag in acked:
+        for k, item_id in enumerate(range(first, last + 1)):
+            item = t.item(item_id)
+            assert item is not None, f"acked item {item_id} is missing"
+            assert item["tag"] == tag + k

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from _engine_helpers import SIG, batch, run_crash_child, snapshot
+from _engine_helpers import SIG, batch, check_acked, run_crash_child, snapshot
 from replaybuf import view_marker
 from replaybuf.engine import Engine, EngineConfig
 from replaybuf.file_log import FileLogConfig
@@ -23,15 +23,6 @@ DURABLE = EngineConfig(log=FileLogConfig(fsync="group"), map_size=2**30)
 
 def _marker(path):
     return path / "view" / view_marker.MARKER
-
-
-def _check_acked(engine: Engine, acked) -> None:
-    t = engine.table("t")
-    for first, last, tag in acked:
-        for k, item_id in enumerate(range(first, last + 1)):
-            item = t.item(item_id)
-            assert item is not None, f"acked item {item_id} is missing"
-            assert item["tag"] == tag + k
 
 
 def test_default_is_unsynced_and_a_clean_close_leaves_no_marker(tmp_path):
@@ -57,7 +48,7 @@ def test_view_of_a_killed_process_is_trusted_in_the_same_boot(tmp_path):
     with Engine(path, DURABLE) as engine:
         assert engine.rebuild_reason is None  # caught up, not rebuilt
         assert engine.loaded_from == "scan"
-        _check_acked(engine, acked)
+        check_acked(engine, acked)
 
 
 @pytest.mark.slow
@@ -69,7 +60,7 @@ def test_view_left_open_across_a_reboot_is_rebuilt_and_loses_no_acked_item(tmp_p
         assert engine.rebuild_reason is not None
         assert "cannot be trusted" in engine.rebuild_reason
         assert "a-boot-before-this-one" in engine.rebuild_reason
-        _check_acked(engine, acked)
+        check_acked(engine, acked)
         state = snapshot(engine)
     assert not _marker(path).exists()
     copy = tmp_path / "rebuilt"
@@ -87,13 +78,13 @@ def test_synced_session_after_an_unsynced_crash_syncs_and_drops_the_marker(tmp_p
     with Engine(path, synced) as engine:
         assert engine.rebuild_reason is None
         assert not _marker(path).exists()  # every earlier commit synced at open
-        _check_acked(engine, acked)
+        check_acked(engine, acked)
     # a synced view that was killed leaves no marker, so a reboot needs no rebuild
     acked += run_crash_child(path, "group", 6, kill_after=10, view_sync=True)
     assert not _marker(path).exists()
     with Engine(path, DURABLE) as engine:
         assert engine.rebuild_reason is None
-        _check_acked(engine, acked)
+        check_acked(engine, acked)
 
 
 def test_unreadable_marker_means_rebuild(tmp_path):
