@@ -78,6 +78,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--fsync", choices=FSYNC_POLICIES, help="log fsync policy (default group)")
     p.add_argument(
+        "--view-sync", action="store_true", default=None,
+        help="also fsync every LMDB view commit (default off: the log is the source of truth, "
+        "and a view left open across a power loss is rebuilt from it)",
+    )
+    p.add_argument(
         "--insecure", action="store_true", default=None,
         help="allow plaintext on a non-loopback --host",
     )
@@ -112,7 +117,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     overrides: dict[str, Any] = {}
     for name in (
         "data_dir", "host", "port", "max_message_bytes", "workers", "tls_cert", "tls_key",
-        "tls_client_ca", "metrics_port", "fsync", "insecure", "grace",
+        "tls_client_ca", "metrics_port", "fsync", "view_sync", "insecure", "grace",
     ):
         value = getattr(args, name, None)
         if value is not None:

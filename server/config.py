@@ -20,6 +20,7 @@ A TOML file::
     writer_token_file = "/etc/replaybuf/writer.tokens" # one token per line
     metrics_port = 9464
     fsync = "group"
+    view_sync = false                                  # the log is fsynced; the view need not be
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ class ServerConfig:
     group of concurrent appends; ``interval`` acks before the fsync (a power loss may lose the
     last ~50 ms of acks; a process crash loses nothing); ``none`` is for tests."""
 
+    view_sync: bool = False
+    """fsync every commit of the LMDB view too (`EngineConfig.view_sync`). Off by default: the
+    log is the source of truth and is fsynced; a view left open across an OS crash or power
+    loss is rebuilt from the log at the next start. On: no such rebuild, slower appends."""
+
     insecure: bool = False
     """Allow plaintext on a non-loopback `host`. Anyone on the network can then read the data
     and the bearer tokens; use only on a trusted network."""
@@ -230,8 +236,10 @@ class ServerConfig:
                 f"ServerConfig.fsync={self.fsync!r} is not a known policy; use one of "
                 f"{FSYNC_POLICIES} ('group' for durable acks at low cost)"
             )
-        if not isinstance(self.insecure, bool):
-            raise InvalidArgumentError(f"ServerConfig.insecure={self.insecure!r} must be a bool")
+        for name in ("insecure", "view_sync"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgumentError(
+                    f"ServerConfig.{name}={getattr(self, name)!r} must be a bool")
         if (
             not isinstance(self.grace, (int, float))
             or isinstance(self.grace, bool)

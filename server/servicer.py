@@ -90,7 +90,7 @@ def open_engine(config: Any, on_fatal: Callable[[BaseException], None] | None = 
     """
 
     log = FileLogConfig(fsync=config.fsync, on_fatal=on_fatal)
-    return Engine(config.data_dir, EngineConfig(log=log))
+    return Engine(config.data_dir, EngineConfig(log=log, view_sync=config.view_sync))
 
 
 def engine_snapshot(engine: Engine) -> EngineSnapshot:

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from replaybuf.errors import InvalidArgumentError
 from replaybuf.v1 import service_pb2
 from replaybuf_server.cli import add_serve_parser, config_from_args
 from replaybuf_server.config import ServerConfig
+from replaybuf_server.servicer import open_engine
 from replaybuf_server.server import ReplayServer
 
 # -- configuration ------------------------------------------------------------------------------
@@ -59,7 +61,11 @@ def test_config_loads_from_toml_and_flags_override_it(tmp_path):
     args = parser.parse_args(["serve", "--config", str(toml), "--port", "0", "--fsync", "none"])
     assert args.func.__name__ == "run_serve"
     cfg = config_from_args(args)
-    assert (cfg.port, cfg.workers, cfg.fsync) == (0, 4, "none")
+    assert (cfg.port, cfg.workers, cfg.fsync, cfg.view_sync) == (0, 4, "none", False)
+    cfg = config_from_args(parser.parse_args(["serve", "--config", str(toml), "--view-sync"]))
+    assert cfg.view_sync is True
+    with open_engine(replace(cfg, data_dir=str(tmp_path / "synced"))) as engine:
+        assert engine.config.view_sync is True
     toml.write_text('data_dir = "x"\nprot = 1\n')
     with pytest.raises(InvalidArgumentError, match="unknown setting.*prot"):
         ServerConfig.from_toml(toml)
