@@ -13,10 +13,11 @@ Not thread-safe: one `Batch` lives inside one write transaction of the writer th
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Protocol
@@ -30,13 +31,13 @@ from replaybuf.new_items import FLUSH_ITEMS, NewItems
 from replaybuf.errors import DataLossError, ViewDamagedError
 from replaybuf.table_config import TableConfig
 from replaybuf.new_items import records as _records
-from replaybuf.tensors import from_tensor
+from replaybuf.tensors import dtype_to_proto, from_tensor
 from replaybuf.v1 import events_pb2
 
 __all__ = [
     "Applied", "Batch", "SlotSource", "TableRecord", "TableStats", "ViewDamagedError",
     "META_DTYPE", "RECORD_VERSION", "FLAG_EVICTED", "FLAG_CORRECTED", "row_dtype", "item_keys",
-    "decode_strings", "JOB_VALUE", "broadcast_strings",
+    "decode_strings", "JOB_VALUE", "broadcast_strings", "mirror_steps",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ U32 = struct.Struct(">I")
 MODEL_VERSION_BIAS = 2**63
 _V = RECORD_VERSION
 _ITEM_KINDS = ("items_evicted", "priorities_updated", "rewards_corrected", "items_sampled")
+_LINEAGE = ("episode_id", "step", "model_version", "timestamp_ms")  # numeric, in META_DTYPE
 
 
 class SlotSource(Protocol):
@@ -98,6 +100,10 @@ class Applied:
         lineage: for ``items_appended``, the numeric lineage columns (n values each).
         strings: for ``items_appended``, the request ids and sources as logged (0, 1 or n
             each).
+        run: for ``items_appended`` applied together with the appends of the same table
+            next to it in one transaction: all of them as one `Applied` (arrays joined, in
+            log order; LSN and event of the last), which the RAM mirror may apply in one
+            step instead of each; the same object for each of them. Else None.
     """
 
     kind: str
@@ -111,6 +117,18 @@ class Applied:
     rows: np.ndarray | None = None
     lineage: dict[str, np.ndarray] | None = None
     strings: tuple[list[str], list[str]] | None = None
+    run: Applied | None = None
+
+
+@dataclass
+class _Part:
+    """An ItemsAppended queued in `Batch._run`: its table, its `Applied` (ids and
+    priorities so far) and per signature field what its values are made from: the tensor's
+    bytes when they are the field's dtype and shape as is, else an array to assign."""
+
+    table: TableRecord
+    applied: Applied
+    sources: list[bytes | np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,40 @@ class TableStats:
     inserts: int = 0
     samples: int = 0
     evictions: int = 0
+
+
+def mirror_steps(applied: Sequence[Applied], *, live: bool) -> Iterator[Applied]:
+    """`applied` (one `View.write`, in order) as the steps a RAM mirror takes: each event as
+    is, except that all the appends of one `Applied.run` become that run, and (not `live`)
+    consecutive ``items_sampled`` of one table become one with their draws joined. A table
+    mirrors either exactly as it mirrors each event: no other event falls between them,
+    slots of one run are allocated in order, and draws only add up counts."""
+
+    i, n = 0, len(applied)
+    while i < n:
+        a = applied[i]
+        j = i + 1
+        if a.run is not None:
+            size = a.ids.size
+            while j < n and applied[j].run is a.run:
+                size += applied[j].ids.size
+                j += 1
+            if size == a.run.ids.size:  # the whole run (a pipeline may mirror frame by frame)
+                yield a.run
+                i = j
+                continue
+        elif a.kind == "items_sampled" and a.table >= 0 and not live:
+            while j < n and applied[j].kind == "items_sampled" and applied[j].table == a.table:
+                j += 1
+            if j - i > 1:
+                last = applied[j - 1]
+                yield Applied("items_sampled", last.lsn, a.table,
+                              np.concatenate([x.ids for x in applied[i:j]]), a.slots, None,
+                              last.event, count=sum(x.count for x in applied[i:j]))
+                i = j
+                continue
+        yield a
+        i += 1
 
 
 def row_dtype(config: TableConfig) -> np.dtype:
@@ -206,6 +258,11 @@ class Batch:
         self._columns = columns or {}  # LSN -> decoded arrays of a live ItemsAppended
         self._new = NewItems(txn, dbs)  # records of appends, written in bulk
         self._row_dtypes: dict[int, np.dtype] = {}  # table -> `row_dtype` (made once)
+        self._wires: dict[int, list[tuple[int, int] | None]] = {}  # table -> `_wire`
+        # Appends of one table whose records are not made yet (`_settle`): a catch-up makes
+        # those of thousands of events in a few joined numpy passes instead of each.
+        self._run: list[_Part] = []
+        self._run_items = 0
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -222,6 +279,7 @@ class Batch:
     def _metas(self, idx: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Present items of table idx among ids: (positions into ids, META records)."""
 
+        self._settle()
         self._new.flush()  # the appends so far, which these may name
         keys = item_keys(ids)
         found = self._cursor("item_meta").getmulti(keys)
@@ -261,7 +319,9 @@ class Batch:
             return skip
         if kind not in ("items_appended", "items_sampled"):
             # Review events read ``item_meta`` after this (`replaybuf.review`): the appends
-            # of this transaction must be there (a catch-up puts thousands in one).
+            # of this transaction must be there (a catch-up puts thousands in one). Draws
+            # only need `next_item_id`, which an append sets when it is queued.
+            self._settle()
             self._new.flush()
         rec = self.tables[body.table]
         if kind == "items_appended":
@@ -269,7 +329,7 @@ class Batch:
         if kind not in _ITEM_KINDS:
             return skip  # review and drift events change no item state (issue 6 onwards)
         idx = rec.index
-        ids = np.asarray(body.item_ids, dtype=np.uint64)
+        ids = _u64(body.item_ids)
         if kind == "items_sampled":
             # Written in `finish` as one ``draws`` record (`replaybuf.hot_meta`), not a
             # write per item. An id not yet appended at this LSN is skipped now; one evicted
@@ -346,6 +406,9 @@ class Batch:
                        None, ev)
 
     def _append(self, lsn: int, ev: events_pb2.Event, rec: TableRecord) -> Applied:
+        """Check an append and queue it in `_run`; its records are made by `_settle`,
+        together with the appends of the same table that follow it in this transaction."""
+
         body = ev.items_appended
         cfg = rec.config
         ids = _u64(body.item_ids)
@@ -360,42 +423,144 @@ class Batch:
             )
         decoded = self._columns.get(lsn)
         cols = {c.name: c for c in body.data.columns} if decoded is None else decoded
-        dt = self._row_dtypes.get(rec.index)
-        if dt is None:
-            dt = self._row_dtypes[rec.index] = row_dtype(cfg)
-        rows = np.empty(n, dt)
-        rows["_v"] = _V
-        for spec in cfg.signature:
+        prios = np.asarray(body.priorities, dtype=np.float64)
+        lin = body.lineage
+        # Regular: every value has one entry per item (or one for all, for lineage), so that
+        # the records can be made later without any error.
+        regular = prios.size == n and all(len(getattr(lin, name)) in (0, 1, n)
+                                          for name in _LINEAGE)
+        sources: list[bytes | np.ndarray] = []
+        for spec, wire in zip(cfg.signature, self._wire(rec)):
             if spec.name not in cols:
                 raise DataLossError(f"ItemsAppended at LSN {lsn} lacks field {spec.name!r}")
-            rows[spec.name] = (decoded[spec.name] if decoded is not None
-                               else from_tensor(cols[spec.name].tensor, name=spec.name))
-        slots = self._slots(rec.index, cfg).alloc(n)
-        lin = body.lineage
+            if decoded is not None:
+                arr = decoded[spec.name]
+                regular = regular and arr.shape == (n, *spec.shape)
+                sources.append(arr)
+                continue
+            tensor = cols[spec.name].tensor
+            if wire is not None and tensor.dtype == wire[0] and tuple(tensor.shape) == (
+                    n, *spec.shape):
+                data = tensor.data  # a new bytes object per access: read it once
+                if len(data) == n * wire[1]:  # the field's dtype and shape, as is
+                    sources.append(data)
+                    continue
+            sources.append(from_tensor(tensor, name=spec.name))  # raises if malformed
+            regular = False  # a cast or a broadcast, which may fail: made right away
+        applied = Applied("items_appended", lsn, rec.index, ids, np.empty(0, np.int64), prios,
+                          ev)
+        if self._run and self._run[0].table is not rec:
+            self._settle()
+        self._run.append(_Part(rec, applied, sources))
+        self._run_items += n
+        self._stats(rec.index).inserts += n
+        self.next_item_id = int(ids[-1]) + 1
+        if not regular or self._run_items >= FLUSH_ITEMS:
+            self._settle()
+        return applied
+
+    def _wire(self, rec: TableRecord) -> list[tuple[int, int] | None]:
+        """Per field of the signature: (wire dtype code, bytes per item) of a tensor whose
+        bytes are the field's values as they are; None when the field's dtype is not one
+        the wire carries as is (e.g. big-endian: it is cast)."""
+
+        wire = self._wires.get(rec.index)
+        if wire is None:
+            wire = self._wires[rec.index] = [
+                (dtype_to_proto(s.dtype), s.item_nbytes) if s.dtype.byteorder != ">" else None
+                for s in rec.config.signature]
+        return wire
+
+    def _settle(self) -> None:
+        """Make the records of the queued appends (`_run`, all of one table) in one pass over
+        joined arrays: payload rows, metadata, slots (one allocation: the lowest free slots,
+        as one per append would give), strings; hand them to `NewItems` and fill in each
+        append's `Applied` (and, for several, the joined `Applied.run`)."""
+
+        parts = self._run
+        if not parts:
+            return
+        self._run, self._run_items = [], 0
+        rec = parts[0].table
+        cfg, idx = rec.config, rec.index
+        sizes = [p.applied.ids.size for p in parts]
+        n = sum(sizes)
+        ends = list(itertools.accumulate(sizes))
+        bounds = list(zip([0, *ends[:-1]], ends))
+        one = len(parts) == 1
+        ids = parts[0].applied.ids if one else np.concatenate([p.applied.ids for p in parts])
+        dt = self._row_dtypes.get(idx)
+        if dt is None:
+            dt = self._row_dtypes[idx] = row_dtype(cfg)
+        rows = np.empty(n, dt)
+        rows["_v"] = _V
+        for j, spec in enumerate(cfg.signature):
+            srcs = [p.sources[j] for p in parts]
+            if all(type(s) is bytes for s in srcs):  # one copy of them all
+                rows[spec.name] = np.frombuffer(srcs[0] if one else b"".join(srcs),  # type: ignore[arg-type]
+                                                spec.dtype).reshape(n, *spec.shape)
+                continue
+            col = rows[spec.name]
+            for (a, b), s in zip(bounds, srcs):
+                col[a:b] = (np.frombuffer(s, spec.dtype).reshape(b - a, *spec.shape)
+                            if type(s) is bytes else s)
+        slots = np.asarray(self._slots(idx, cfg).alloc(n), np.int64)
         metas = np.zeros(n, META_DTYPE)
         metas["version"] = _V
-        metas["table"] = rec.index
+        metas["table"] = idx
         metas["slot"] = slots
         metas["item_id"] = ids
-        prios = np.asarray(body.priorities, dtype=np.float64)
-        metas["priority"] = prios
+        values = [p.applied.values for p in parts]
+        if all(v.size == s for v, s in zip(values, sizes)):  # type: ignore[union-attr]
+            prios = values[0] if one else np.concatenate(values)  # type: ignore[arg-type]
+            metas["priority"] = prios
+        else:  # broadcast each append's (see `_append`)
+            for (a, b), v in zip(bounds, values):
+                metas["priority"][a:b] = v
+            prios = metas["priority"].copy()  # contiguous, for the sum-trees
         if cfg.has_reward:
             metas["reward"] = rows[cfg.reward_field]
-        metas["append_lsn"] = lsn
-        metas["priority_ms"] = ev.timestamp_ms
-        for name in ("episode_id", "step", "model_version", "timestamp_ms"):
-            col = getattr(lin, name)
-            if len(col):
-                metas[name] = np.asarray(col)
+        metas["append_lsn"] = np.repeat(np.array([p.applied.lsn for p in parts], np.uint64), sizes)
+        metas["priority_ms"] = np.repeat(
+            np.array([p.applied.event.timestamp_ms for p in parts], np.int64), sizes)
+        lins = [p.applied.event.items_appended.lineage for p in parts]
+        for name in _LINEAGE:
+            col = metas[name]
+            for (a, b), lin in zip(bounds, lins):
+                vals = getattr(lin, name)
+                if len(vals):
+                    col[a:b] = np.asarray(vals)
         # Written in bulk with the other appends of this transaction (`replaybuf.new_items`).
         biased = metas["model_version"].astype(np.int64).view(np.uint64) ^ np.uint64(
             MODEL_VERSION_BIAS)
-        self._new.add(ids, rows, metas, rec.index, metas["episode_id"], biased)
+        self._new.add(ids, rows, metas, idx, metas["episode_id"], biased, sizes=sizes)
+        strings = [self._add_strings(p.applied.ids, lin, idx) for p, lin in zip(parts, lins)]
+        if len(self._new) >= FLUSH_ITEMS:
+            self._new.flush()
+        lineage = {name: metas[name] for name in _LINEAGE}
+        whole = None
+        if not one:
+            joined = tuple([] if not any(s[k] for s in strings) else list(itertools.chain(
+                *(broadcast_strings(s[k], size) for s, size in zip(strings, sizes))))
+                for k in (0, 1))
+            last = parts[-1].applied
+            whole = Applied("items_appended", last.lsn, idx, ids, slots, prios, last.event,
+                            rows=rows, lineage=lineage, strings=joined)  # type: ignore[arg-type]
+        for (a, b), p, s in zip(bounds, parts, strings):
+            ap = p.applied
+            ap.slots, ap.rows, ap.strings, ap.run = slots[a:b], rows[a:b], s, whole
+            ap.lineage = {name: col[a:b] for name, col in lineage.items()}
+
+    def _add_strings(self, ids: np.ndarray, lin: Any, idx: int) -> tuple[list[str], list[str]]:
+        """Queue the ``item_strings`` and ``by_request`` records of one append; returns its
+        request ids and sources as logged (empty when all are empty)."""
+
         # Items without request id or source need no string record and no per-item work.
         # ("".join is a C loop; any() a Python one per string.)
         req_col: list[str] = list(lin.request_id) if "".join(lin.request_id) else []
         src_col: list[str] = list(lin.source) if "".join(lin.source) else []
         if req_col or src_col:
+            n = ids.size
             keys = item_keys(ids)
             reqs = [r.encode() for r in broadcast_strings(req_col, n)]
             srcs = [s.encode() for s in broadcast_strings(src_col, n)]
@@ -405,18 +570,11 @@ class Batch:
                           for r in reqs]
             else:
                 values = [encode_strings(r, s) for r, s in zip(reqs, srcs)]
-            t = U32.pack(rec.index)
+            t = U32.pack(idx)
             self._new.add_strings(
                 [(k, v) for k, v, r, s in zip(keys, values, reqs, srcs) if r or s],
                 [t + len(r).to_bytes(2, "big") + r + k for r, k in zip(reqs, keys) if r])
-        if len(self._new) >= FLUSH_ITEMS:
-            self._new.flush()
-        self._stats(rec.index).inserts += n
-        self.next_item_id = int(ids[-1]) + 1
-        lineage = {name: metas[name] for name in ("episode_id", "step", "model_version",
-                                                  "timestamp_ms")}
-        return Applied("items_appended", lsn, rec.index, ids, slots.astype(np.int64), prios, ev,
-                       rows=rows, lineage=lineage, strings=(req_col, src_col))
+        return req_col, src_col
 
     # -- end of the transaction ---------------------------------------------------------------
 
@@ -425,6 +583,7 @@ class Batch:
         folded when enough are pending), the table counters and ``applied_lsn = lsn``. Sets
         `pending_after`."""
 
+        self._settle()
         self._new.flush()
         drawn = {idx: np.concatenate(parts) for idx, parts in self._sampled.items() if parts}
         gone = {idx: np.concatenate(parts) for idx, parts in self._gone.items()}

@@ -53,6 +53,7 @@ from replaybuf.errors import (
     AlreadyExistsError, ClosedError, FailedPreconditionError, InvalidArgumentError,
     InvalidPriorityError, TableNotFoundError,
 )
+from replaybuf.applier import mirror_steps
 from replaybuf.engine_config import EngineConfig
 from replaybuf.events import (
     EVENT_VERSION, decode_event, encode_event, encode_event_with_batch, make_event,
@@ -317,7 +318,7 @@ class Engine:
 
     def _mirror(self, records: list[tuple[int, events_pb2.Event]], applied: list[Applied], *,
                 live: bool = True) -> None:
-        for a in applied:
+        for a in mirror_steps(applied, live=live):  # runs of appends (draws) in one step
             if a.kind == "table_created" and a.table >= 0:
                 rec = next(r for r in self._view.tables() if r.index == a.table)
                 t = Table(a.table, rec.config, created_lsn=a.lsn, clock=self._clock,

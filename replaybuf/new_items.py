@@ -85,9 +85,11 @@ class NewItems:
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
         self._txn = txn
         self._dbs = dbs
-        # per append: table, ids, payload rows, META records, episode ids, model versions
+        # per `add`: table, ids, payload rows, META records, episode ids, model versions
         self._parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                 np.ndarray]] = []
+        self._sizes: list[int] = []  # items per append, over all parts
+        self._tables: list[int] = []  # table per append
         self._n = 0
         self._strings: list[tuple[bytes, bytes]] = []
         self._by_request: list[bytes] = []
@@ -96,13 +98,20 @@ class NewItems:
         return self._n
 
     def add(self, ids: np.ndarray, rows: np.ndarray, metas: np.ndarray, table: int,
-            episode_ids: np.ndarray, model_versions_biased: np.ndarray) -> None:
-        """Items of one append: ids (ascending, past every id in the view), payload rows,
-        META records and the values of the two numeric indexes."""
+            episode_ids: np.ndarray, model_versions_biased: np.ndarray,
+            sizes: list[int] | None = None) -> None:
+        """Items of one append, or of several consecutive appends of one table (`sizes`:
+        the items of each, in order): ids (ascending, past every id in the view), payload
+        rows, META records and the values of the two numeric indexes."""
 
         self._parts.append((table, np.asarray(ids, np.uint64), rows, metas,
                             np.asarray(episode_ids, np.uint64),
                             np.asarray(model_versions_biased, np.uint64)))
+        sizes = [ids.size] if sizes is None else sizes
+        if sum(sizes) != ids.size:
+            raise ValueError(f"appends of {sizes} items but {ids.size} ids")
+        self._sizes += sizes
+        self._tables += [table] * len(sizes)
         self._n += ids.size
 
     def add_strings(self, strings: list[tuple[bytes, bytes]], by_request: list[bytes]) -> None:
@@ -137,9 +146,8 @@ class NewItems:
         if self._strings and self._put("item_strings", [k for k, _ in self._strings],
                                        [v for _, v in self._strings], True) != len(self._strings):
             raise ViewDamagedError("strings of appended items already exist in the view")
-        sizes = [p[1].size for p in parts]
-        tables = np.repeat(np.array([p[0] for p in parts], np.uint32), sizes)
-        appends = np.repeat(np.arange(len(parts)), sizes)
+        tables = np.repeat(np.array(self._tables, np.uint32), self._sizes)
+        appends = np.repeat(np.arange(len(self._sizes)), self._sizes)
         for i, db in enumerate(_INDEX_DBS):
             values = np.concatenate([p[4 + i] for p in parts])
             index_keys, runs = index_runs(tables, appends, ids, values)
