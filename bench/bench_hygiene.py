@@ -284,7 +284,8 @@ def _children_cpu_s() -> float:
 
 
 def timed_job(engine: Any, spec: Any, learner: Learner, *, dry_run: bool,
-              scan: str, evict_nice: int | None = None) -> dict[str, Any]:
+              scan: str, evict_nice: int | None = None,
+              evict_duty: float | None = None) -> dict[str, Any]:
     """One run of the job with the learner sampling; time, memory and the learner's view."""
     from replaybuf.jobs import EngineTarget, run_job
 
@@ -296,7 +297,8 @@ def timed_job(engine: Any, spec: Any, learner: Learner, *, dry_run: bool,
         t0, cpu0, child0 = time.perf_counter(), time.process_time(), _children_cpu_s()
         mode, _, nice = scan.partition(":")
         target = EngineTarget(engine, scan=mode, **({"scan_nice": int(nice)} if nice else {}),
-                              **({} if evict_nice is None else {"evict_nice": evict_nice}))
+                              **({} if evict_nice is None else {"evict_nice": evict_nice}),
+                              **({} if evict_duty is None else {"evict_duty": evict_duty}))
         result = run_job(spec, target, dry_run=dry_run,
                          job_id=None if dry_run else f"{spec.name}-evict-{mode}")
         wall = time.perf_counter() - t0
@@ -376,8 +378,9 @@ def measure_phase(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(args.idle_s)
             idle = latency_summary(learner.take())
             real = timed_job(engine, spec, learner, dry_run=False, scan=args.scan_list[0],
-                             evict_nice=args.evict_nice)
+                             evict_nice=args.evict_nice, evict_duty=args.evict_duty)
             real["evict_nice"] = args.evict_nice
+            real["evict_duty"] = args.evict_duty
             real["idle_learner"] = idle
             out["real_run"] = real
             log(f"    real run ({real['scan']}): evicted {sum(real['evicted_by_reason'].values()):,} items in "
@@ -405,6 +408,7 @@ def run_phase(phase: str, extra: list[str], args: argparse.Namespace) -> dict[st
            "--learner-pause-ms", str(args.learner_pause_ms),
            "--profile-top", str(args.profile_top), "--scan", args.scan] + (
                [] if args.evict_nice is None else ["--evict-nice", str(args.evict_nice)]) + (
+               [] if args.evict_duty is None else ["--evict-duty", str(args.evict_duty)]) + (
                ["--profile"] if args.profile else [])
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.phase_timeout_s,
                           cwd=REPO_ROOT)
@@ -456,6 +460,7 @@ def summarize(items: int, obs_dim: int, fill: dict[str, Any], meas: dict[str, An
         "planned_by_reason": runs[-1]["planned_by_reason"] if runs else {},
         "real_run": None if real["scan"] != scan else {"wall_s": real["wall_s"],
                      "evict_nice": real.get("evict_nice"),
+                     "evict_duty": real.get("evict_duty"),
                      "evicted": sum(real["evicted_by_reason"].values()),
                      "evictions_per_s": sum(real["evicted_by_reason"].values()) / real["wall_s"],
                      "evicted_by_reason": real["evicted_by_reason"],
@@ -527,6 +532,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--evict-nice", type=int, default=None,
                    help="EngineTarget(evict_nice=...) of the real run (default: its default, "
                    "replaybuf.jobs.runner.EVICT_NICE; 0: evict on the job's thread)")
+    p.add_argument("--evict-duty", type=float, default=None,
+                   help="EngineTarget(evict_duty=...) of the real run: share of the time spent "
+                   "in evict calls, a pause after each (default: its default, "
+                   "replaybuf.jobs.runner.EVICT_DUTY; 1.0: no pause)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", action="store_true", help="cProfile one extra dry run")
     p.add_argument("--profile-top", type=int, default=15)

@@ -168,6 +168,8 @@ def main() -> int:
     p.add_argument("--nice", type=int, default=0,
                    help="EngineTarget(evict_nice=...): evict on a thread with this niceness "
                    "(0: on the main thread)")
+    p.add_argument("--duty", type=float, default=None,
+                   help="EngineTarget(evict_duty=...) (default: its default, EVICT_DUTY)")
     p.add_argument("--switch-ms", type=float, default=0.0,
                    help="sys.setswitchinterval while evicting (0: unchanged)")
     p.add_argument("--warm-strings", type=int, default=1,
@@ -257,7 +259,8 @@ def main() -> int:
         old_switch = sys.getswitchinterval()
         if args.switch_ms:
             sys.setswitchinterval(args.switch_ms / 1e3)
-        target = EngineTarget(engine, evict_nice=args.nice)
+        target = EngineTarget(engine, evict_nice=args.nice,
+                              **({} if args.duty is None else {"evict_duty": args.duty}))
         for ev in plan.evictions:
             for s in range(0, ev.ids.size, step):
                 if evicted >= budget:

@@ -1,6 +1,7 @@
 """A job's evictions on a lower-priority thread (`replaybuf.jobs.niced`,
 `EngineTarget(evict_nice=...)`): the thread really runs at that niceness, results and errors
-reach the caller, and the evictions logged are the same as on the job's own thread."""
+reach the caller, and the evictions logged are the same as on the job's own thread. The
+pause after each evict call (`EngineTarget(evict_duty=...)`) logs the same events too."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from _jobs_helpers import (  # buffer_dir, engine: fixtures
 
 from replaybuf.engine import Engine, EngineConfig
 from replaybuf.errors import InvalidArgumentError, TableNotFoundError
-from replaybuf.jobs import EngineTarget, parse_job, run_job
+from replaybuf.jobs import EngineTarget, parse_job, run_job, runner
 from replaybuf.jobs.jobfile import tomllib
 from replaybuf.jobs.niced import PER_THREAD_NICE, call_niced
 
@@ -120,3 +121,45 @@ def test_engine_target_evict_error_reaches_the_caller(engine: Engine) -> None:
 def test_engine_target_rejects_bad_evict_nice(engine: Engine, bad: Any) -> None:
     with pytest.raises(InvalidArgumentError, match=f"evict_nice is {bad!r}; give 0"):
         EngineTarget(engine, evict_nice=bad)
+
+
+# -- the pause after each evict call (EngineTarget(evict_duty=...)) ---------------------------
+
+
+def _run_paced(path: Path, duty: float, monkeypatch: pytest.MonkeyPatch,
+               batch: int) -> tuple[list[float], list[Any], Any]:
+    """Run JOB with evict calls of `batch` ids; the pauses the target asked for, the events
+    logged and the counts by reason."""
+
+    pauses: list[float] = []
+    monkeypatch.setattr(runner, "_pause", pauses.append)
+    monkeypatch.setattr(runner, "EVICT_BATCH", batch)
+    with Engine(path, EngineConfig.for_tests(seed=0)) as eng:
+        base = eng.applied_lsn
+        done = run_job(parse_job(tomllib.loads(JOB)),
+                       EngineTarget(eng, scan="thread", evict_duty=duty))
+        assert done.status == "done"
+        events = events_after(eng.log, base)
+    monkeypatch.undo()
+    return pauses, events, done.evicted_by_reason
+
+
+def test_engine_target_pauses_after_each_evict_call_and_logs_the_same_events(
+        buffer_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = {}
+    for duty in (1.0, 0.25):
+        shutil.copytree(buffer_dir, tmp_path / f"data-{duty}")
+        runs[duty] = _run_paced(tmp_path / f"data-{duty}", duty, monkeypatch, batch=2)
+    calls = [sum(e[0] == "items_evicted" for e in runs[d][1]) for d in (1.0, 0.25)]
+    assert calls[0] >= 2 and calls[0] == calls[1]
+    assert runs[1.0][0] == []  # duty 1: no pause
+    assert len(runs[0.25][0]) == calls[1] and all(p > 0 for p in runs[0.25][0])
+    evicted = [[e for e in runs[d][1] if e[0] == "items_evicted"] for d in (1.0, 0.25)]
+    assert evicted[0] == evicted[1]
+    assert runs[1.0][2] == runs[0.25][2] and sum(runs[1.0][2].values()) > 0
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, float("nan"), "0.5", True])
+def test_engine_target_rejects_bad_evict_duty(engine: Engine, bad: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match=f"evict_duty is {bad!r}; give a share"):
+        EngineTarget(engine, evict_duty=bad)

@@ -61,7 +61,8 @@ def _cmd_jobs_run(args: argparse.Namespace) -> int:
             result = run_job(spec, ClientTarget(client), **kw)
     else:
         with _open_engine(args.data_dir) as engine:
-            result = run_job(spec, EngineTarget(engine, scan=args.scan), **kw)
+            # A stopped data dir: no learner shares this process, so no pause between calls.
+            result = run_job(spec, EngineTarget(engine, scan=args.scan, evict_duty=1.0), **kw)
     if result.status == "already-ran":
         print(f"job {result.job_id!r} already ran at LSN {result.at_lsn}; nothing to do")
         return 0

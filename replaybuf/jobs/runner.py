@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from replaybuf.jobs.scan_process import SCAN_NICE, plan_in_process
 from replaybuf.jobs.snapshot import Snapshot, from_events, from_export, from_view
 from replaybuf.v1 import events_pb2
 
-__all__ = ["EVICT_BATCH", "EVICT_NICE", "SCAN_MODES", "Eviction", "Plan", "RunResult", "Target",
+__all__ = ["EVICT_BATCH", "EVICT_DUTY", "EVICT_NICE", "SCAN_MODES", "Eviction", "Plan", "RunResult", "Target",
            "EngineTarget", "ClientTarget", "plan_job", "run_job", "snapshot_needs"]
 
 
@@ -52,6 +53,18 @@ EVICT_BATCH = 5_000
 #: against 2.09-2.99 at 0, 4 interleaved pairs), and the niced thread holds the writer lock
 #: longer when the cores are busy (bench/RESULTS.md, hygiene).
 EVICT_NICE = 0
+
+#: Default share of its wall time that `EngineTarget` spends in evict calls: after each call
+#: it sleeps ``(1 - duty) / duty`` times as long as the call took (0.5: as long again), so
+#: that learners sampling from the same engine run between calls with the GIL, the table's
+#: lock and the cores to themselves. A call of `EVICT_BATCH` ids writes the view for tens of
+#: ms, dropping and retaking the GIL around every LMDB call, and a learner that needs the GIL
+#: or the table then waits (bench/RESULTS.md, hygiene). Costs eviction throughput in
+#: proportion: at most ``duty`` times the unpaced evictions/s. 1.0: no pause (offline runs on
+#: a stopped data dir, where no learner shares the process, use it).
+EVICT_DUTY = 0.5
+
+_pause = time.sleep  # EngineTarget's pause between evict calls (tests record it)
 
 #: Where `EngineTarget` scans and plans: ``"process"`` (a child process,
 #: `replaybuf.jobs.scan_process`; the engine's learners keep its GIL) or ``"thread"`` (the
@@ -117,10 +130,13 @@ class EngineTarget:
             Linux, elsewhere the calling thread), so that with the cores busy the engine's
             learners get them first. It holds the engine's writer lock meanwhile, so appends
             wait for it as for any eviction. 0 (default): on the calling thread.
+        evict_duty: share of the evicting time spent in evict calls, in (0, 1] (`EVICT_DUTY`):
+            after each call, a pause of ``(1 - evict_duty) / evict_duty`` times its duration,
+            so that the engine's learners keep their sample latency. 1.0: no pause.
     """
 
     def __init__(self, engine: Any, *, scan: str = "process", scan_nice: int = SCAN_NICE,
-                 evict_nice: int = EVICT_NICE) -> None:
+                 evict_nice: int = EVICT_NICE, evict_duty: float = EVICT_DUTY) -> None:
         if scan not in SCAN_MODES:
             raise InvalidArgumentError(
                 f"scan is {scan!r}; use one of {', '.join(map(repr, SCAN_MODES))}")
@@ -128,10 +144,16 @@ class EngineTarget:
             if not (isinstance(nice, int) and 0 <= nice <= 19):
                 raise InvalidArgumentError(
                     f"{name} is {nice!r}; give 0 (the engine's priority) to 19 (lowest)")
+        if not (isinstance(evict_duty, (int, float)) and not isinstance(evict_duty, bool)
+                and math.isfinite(evict_duty) and 0 < evict_duty <= 1):
+            raise InvalidArgumentError(
+                f"evict_duty is {evict_duty!r}; give a share in (0, 1]: 1.0 evicts without "
+                f"pausing, 0.5 pauses after each evict call as long as the call took")
         self.engine = engine
         self.scan = scan
         self.scan_nice = scan_nice
         self.evict_nice = evict_nice
+        self.evict_duty = float(evict_duty)
 
     def plan(self, spec: JobSpec, *, job_id: str, now_ms: int, progress: bool = False) -> Plan:
         """Snapshot the table and plan the job, where `scan` says."""
@@ -154,8 +176,15 @@ class EngineTarget:
 
     def evict(self, table: str, ids: np.ndarray, *, reason: int, job_id: str,
               detail: str) -> int:
-        return int(call_niced(lambda: self.engine.evict(
+        """One Evict call, then the pause of `evict_duty`."""
+
+        started = time.monotonic()
+        n = int(call_niced(lambda: self.engine.evict(
             table, ids, reason=reason, job_id=job_id, detail=detail).evicted, self.evict_nice))
+        if self.evict_duty < 1.0:
+            took = time.monotonic() - started
+            _pause(took * (1.0 - self.evict_duty) / self.evict_duty)
+        return n
 
     def record_job(self, job: events_pb2.JobCompleted,
                    retrain: events_pb2.RetrainRecommended | None) -> tuple[int, int]:
