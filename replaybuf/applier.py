@@ -304,19 +304,21 @@ class Batch:
 
         kind = ev.WhichOneof("body") or ""
         body = getattr(ev, kind) if kind else None
-        none_i = np.empty(0, np.int64)
-        skip = Applied(kind, lsn, -1, np.empty(0, np.uint64), none_i, None, ev)
+
+        def skip() -> Applied:
+            return Applied(kind, lsn, -1, np.empty(0, np.uint64), np.empty(0, np.int64), None, ev)
+
         if kind == "table_created":
-            return self._create(lsn, ev) or skip
+            return self._create(lsn, ev) or skip()
         if kind == "job_completed":
             # Job ids make job runs idempotent (`Engine.record_job`); the first record wins.
             job = ev.job_completed
             self.txn.put(job.job_id.encode(), JOB_VALUE.pack(_V, lsn)
                          + job.SerializeToString(deterministic=True), db=self._dbs["jobs"],
                          overwrite=False)
-            return skip
+            return skip()
         if body is None or not hasattr(body, "table") or body.table not in self.tables:
-            return skip
+            return skip()
         if kind not in ("items_appended", "items_sampled"):
             # Review events read ``item_meta`` after this (`replaybuf.review`): the appends
             # of this transaction must be there (a catch-up puts thousands in one). Draws
@@ -327,7 +329,7 @@ class Batch:
         if kind == "items_appended":
             return self._append(lsn, ev, rec)
         if kind not in _ITEM_KINDS:
-            return skip  # review and drift events change no item state (issue 6 onwards)
+            return skip()  # review and drift events change no item state (issue 6 onwards)
         idx = rec.index
         ids = _u64(body.item_ids)
         if kind == "items_sampled":
@@ -336,7 +338,8 @@ class Batch:
             # later in this batch gets its count before its record moves (see below).
             self._stats(idx).samples += ids.size
             self._sampled.setdefault(idx, []).append(ids[ids < self.next_item_id])
-            return Applied(kind, lsn, idx, ids, none_i, None, ev, count=int(ids.size))
+            return Applied(kind, lsn, idx, ids, np.empty(0, np.int64), None, ev,
+                           count=int(ids.size))
         rev_u, rev_i = np.unique(ids[::-1], return_index=True)  # the last of repeated ids wins
         last = ids.size - 1 - rev_i
         pos, recs = self._metas(idx, rev_u)
@@ -497,8 +500,8 @@ class Batch:
         for j, spec in enumerate(cfg.signature):
             srcs = [p.sources[j] for p in parts]
             if all(type(s) is bytes for s in srcs):  # one copy of them all
-                rows[spec.name] = np.frombuffer(srcs[0] if one else b"".join(srcs),  # type: ignore[arg-type]
-                                                spec.dtype).reshape(n, *spec.shape)
+                data = srcs[0] if one else b"".join(srcs)  # type: ignore[arg-type]
+                rows[spec.name] = np.frombuffer(data, spec.dtype).reshape(n, *spec.shape)
                 continue
             col = rows[spec.name]
             for (a, b), s in zip(bounds, srcs):
@@ -520,7 +523,8 @@ class Batch:
             prios = metas["priority"].copy()  # contiguous, for the sum-trees
         if cfg.has_reward:
             metas["reward"] = rows[cfg.reward_field]
-        metas["append_lsn"] = np.repeat(np.array([p.applied.lsn for p in parts], np.uint64), sizes)
+        metas["append_lsn"] = np.repeat(np.array([p.applied.lsn for p in parts], np.uint64),
+                                        sizes)
         metas["priority_ms"] = np.repeat(
             np.array([p.applied.event.timestamp_ms for p in parts], np.int64), sizes)
         lins = [p.applied.event.items_appended.lineage for p in parts]

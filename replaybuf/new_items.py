@@ -49,13 +49,17 @@ def records(arr: np.ndarray) -> list[bytes]:
 
 def index_runs(tables: np.ndarray, appends: np.ndarray, ids: np.ndarray, values: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Index entries of items (their table, append ordinal, id and indexed value; ids
-    ascending within an append): the runs of consecutive ids of one append sharing a value,
-    as (`INDEX_KEY` records, `RUN_VALUE` records) in key order. A run never spans two
-    appends, so the entries are a function of the log, not of how appends were batched."""
+    """Index entries of items (their table, append ordinal, id and indexed value): the runs
+    of consecutive ids of one append sharing a value, as (`INDEX_KEY` records, `RUN_VALUE`
+    records) in key order. A run never spans two appends, so the entries are a function of
+    the log, not of how appends were batched."""
 
-    order = np.lexsort((ids, values, appends))
-    t, a, i, v = tables[order], appends[order], ids[order], values[order]
+    t, a, v, i = tables, appends, values, ids
+    # In append order with ascending ids (as `NewItems` has them), the consecutive ids of an
+    # append are next to each other, so its runs are found in place; else sort first.
+    if not ((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (i[1:] > i[:-1]))).all():
+        order = np.lexsort((ids, values, appends))
+        t, a, v, i = tables[order], appends[order], values[order], ids[order]
     brk = np.ones(i.size, np.bool_)
     brk[1:] = (a[1:] != a[:-1]) | (v[1:] != v[:-1]) | (i[1:] != i[:-1] + np.uint64(1))
     starts = np.flatnonzero(brk)

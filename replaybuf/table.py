@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -164,6 +165,26 @@ def _selector(cfg: SelectorConfig, capacity: int) -> Selector:
         # for the same seed. A sum tree is a function of the occupied slots alone.
         return PrioritizedSelector(capacity, 1.0, with_replacement=cfg.with_replacement)
     return make_selector(cfg.kind, capacity)
+
+
+@functools.lru_cache(maxsize=64)
+def _byte_segments(src: np.dtype, dst: np.dtype) -> tuple[tuple[int, int, int], ...]:
+    """How to copy records of `src` (the applier's packed payload rows) into records of
+    `dst` (a table's aligned rows) byte for byte: ``(src offset, dst offset, width)`` runs
+    of fields that lie back to back in both. Empty when a field of `dst` is missing from
+    `src` or has another dtype there (then each field is assigned, with its cast)."""
+
+    out: list[list[int]] = []
+    for name in dst.names:
+        field = src.fields.get(name)
+        if field is None or field[0] != dst.fields[name][0]:
+            return ()
+        s, d, w = field[1], dst.fields[name][1], field[0].itemsize
+        if out and out[-1][0] + out[-1][2] == s and out[-1][1] + out[-1][2] == d:
+            out[-1][2] += w
+        else:
+            out.append([s, d, w])
+    return tuple((s, d, w) for s, d, w in out)
 
 
 def _unique_counts(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -483,7 +504,15 @@ class Table:
         if slots.size and int(slots[-1]) - int(slots[0]) == slots.size - 1 and (
                 slots.size < 3 or (slots[1:] > slots[:-1]).all()):
             at = slice(int(slots[0]), int(slots[-1]) + 1)
-        if a.rows is not None:  # decoded by the applier
+        segments = (_byte_segments(a.rows.dtype, self._rows.dtype)
+                    if a.rows is not None and self._rows is not None
+                    and a.rows.flags.c_contiguous else None)
+        if segments:  # whole records' bytes: one strided copy instead of one per field
+            dst = self._rows.view(np.uint8).reshape(self._rows.size, self._rows.itemsize)
+            src = a.rows.view(np.uint8).reshape(a.rows.size, a.rows.itemsize)
+            for s, d, w in segments:
+                dst[at, d : d + w] = src[:, s : s + w]
+        elif a.rows is not None:  # decoded by the applier
             for name, col in self._columns.items():
                 col[at] = a.rows[name]
         else:
@@ -503,9 +532,9 @@ class Table:
         for arr, vals in zip((self._req, self._src), strings):
             # 0, 1 or n entries, broadcast as the applier stores them
             n = slots.size
-            arr[slots] = vals if len(vals) == n else (
+            arr[at] = vals if len(vals) == n else (
                 [vals[min(i, len(vals) - 1)] for i in range(n)] if vals else "")
-        self._str_known[slots] = True
+        self._str_known[at] = True
         self._sampler.insert(slots, self._sampler_values(prios))
         self._remover.insert(slots, prios)
         if prios.size and prios.max() > self._max_p:

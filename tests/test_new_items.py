@@ -57,3 +57,37 @@ def test_index_runs_split_at_appends_values_and_gaps():
     got = [(int(k["table"]), int(k["value"]), int(k["id"]), int(r["count"]))
            for k, r in zip(keys, runs)]
     assert got == [(0, 4, 3, 1), (0, 5, 1, 2), (0, 5, 4, 1), (0, 5, 6, 1), (1, 5, 7, 1)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(appends=st.lists(st.tuples(st.integers(0, 2), st.lists(st.integers(0, 3), min_size=1,
+                                                              max_size=8),
+                                  st.integers(0, 2), st.booleans()), min_size=1, max_size=8),
+       shuffle=st.booleans())
+def test_index_runs_match_a_brute_force_grouping(appends, shuffle):
+    # Each append: (table, values of its items, id gap before it, values sorted?). In append
+    # order the runs are found in place; shuffled, after a sort.
+    tables, ordinals, ids, values = [], [], [], []
+    next_id = 1
+    for k, (table, vals, gap, ordered) in enumerate(appends):
+        vals = sorted(vals) if ordered else vals
+        next_id += gap
+        for v in vals:
+            tables.append(table), ordinals.append(k), ids.append(next_id), values.append(v)
+            next_id += 1
+    want = []
+    for k in range(len(appends)):
+        mine = [(i, v, t) for t, a, i, v in zip(tables, ordinals, ids, values) if a == k]
+        for v in sorted({v for _, v, _ in mine}):
+            run = sorted(i for i, w, _ in mine if w == v)
+            first = run[0]
+            for prev, i in zip(run, run[1:] + [None]):
+                if i != prev + 1:
+                    want.append((mine[0][2], v, first, prev - first + 1))
+                    first = i
+    order = np.random.default_rng(len(ids)).permutation(len(ids)) if shuffle else slice(None)
+    keys, runs = index_runs(np.array(tables, np.uint32)[order], np.array(ordinals)[order],
+                            np.array(ids, np.uint64)[order], np.array(values, np.uint64)[order])
+    got = [(int(k["table"]), int(k["value"]), int(k["id"]), int(r["count"]))
+           for k, r in zip(keys, runs)]
+    assert got == sorted(want)
