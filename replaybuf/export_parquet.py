@@ -20,9 +20,11 @@ more per million W2 rows; ``none`` is the biggest.
 Declaring list elements non-null halves pyarrow's cost of encoding the tensor columns (their
 definition levels are then constant).
 
-`ParquetWriter.add` converts a chunk to Arrow and encodes full row groups; pyarrow releases the
-GIL while it encodes and compresses, so `replaybuf.export` calls it on a thread of its own.
-Memory: at most one row group plus one chunk of pending rows.
+`ParquetWriter.stage` converts a chunk to Arrow and returns the row groups it completes;
+`ParquetWriter.write_group` encodes one, during which pyarrow releases the GIL, so
+`replaybuf.export` stages on the caller's thread and encodes on a thread of its own.
+Memory: the pending rows (less than a row group, plus a chunk) and, in `replaybuf.export`, up
+to two staged row groups waiting for the encoder.
 """
 
 from __future__ import annotations
@@ -101,8 +103,10 @@ class ParquetWriter:
     """Writes a Parquet export chunk by chunk (see the module docstring).
 
     Call `add` for each chunk in order, then `finish` (which moves the file into place) or,
-    on failure, `abort`. Not thread-safe: one thread at a time (calls may come from different
-    threads one after another).
+    on failure, `abort`. Or split `add` in two: `stage` each chunk on one thread and
+    `write_group` the row groups it returns, in order, on another (`stage` and `write_group`
+    touch different state, so they may run at the same time; `finish` comes after both).
+    Otherwise not thread-safe.
 
     Args:
         out: the ``.parquet`` path; written as ``OUT.part`` and renamed at the end.
@@ -143,6 +147,15 @@ class ParquetWriter:
     def add(self, c: Chunk) -> None:
         """Convert the chunk to Arrow and write every full row group pending."""
 
+        for group in self.stage(c):
+            self.write_group(group)
+
+    def stage(self, c: Chunk) -> list[Any]:
+        """Convert the chunk to Arrow and return the row groups it completes, each exactly
+        `PARQUET_ROW_GROUP` rows in one contiguous Arrow chunk per column, for `write_group`
+        in order; the rest stays pending. Cheap (zero-copy views, plus one copy of the rows
+        of each completed group); `replaybuf.export` calls it on the caller's thread."""
+
         pa = self._pa
         meta = meta_arrays(c)
         arrays = [pa.array(meta[0][1])]
@@ -151,28 +164,33 @@ class ParquetWriter:
         arrays += [arrow_strings(pa, c, k) for k in STRING_LINEAGE]
         self._pending.append(pa.Table.from_arrays(arrays, schema=self.schema))
         self._rows += len(c)
-        if self._rows >= PARQUET_ROW_GROUP:
-            self._flush(final=False)
+        return self._groups(final=False) if self._rows >= PARQUET_ROW_GROUP else []
 
-    def _flush(self, *, final: bool) -> None:
+    def write_group(self, group: Any) -> None:
+        """Encode and write one row group from `stage` (pyarrow releases the GIL)."""
+
+        self._writer.write_table(group, row_group_size=PARQUET_ROW_GROUP)
+
+    def _groups(self, *, final: bool) -> list[Any]:
         if not self._pending:
-            return
+            return []
         pa = self._pa
         table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
         rows = self._rows
         cut = rows if final else rows - rows % PARQUET_ROW_GROUP
-        for start in range(0, cut, PARQUET_ROW_GROUP):
-            # one contiguous chunk per row group: pages must not depend on the chunking
-            group = table.slice(start, min(PARQUET_ROW_GROUP, cut - start)).combine_chunks()
-            self._writer.write_table(group, row_group_size=PARQUET_ROW_GROUP)
+        # one contiguous chunk per row group: pages must not depend on the chunking
+        groups = [table.slice(start, min(PARQUET_ROW_GROUP, cut - start)).combine_chunks()
+                  for start in range(0, cut, PARQUET_ROW_GROUP)]
         rest = table.slice(cut)
         self._pending, self._rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+        return groups
 
     def finish(self) -> None:
         """Write the last row group, close the file and move it to `out`."""
 
         try:
-            self._flush(final=True)
+            for group in self._groups(final=True):
+                self.write_group(group)
             self._writer.close()
             os.replace(self.part, self.out)
         except BaseException:

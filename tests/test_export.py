@@ -239,6 +239,72 @@ def test_bytes_do_not_depend_on_how_the_items_were_chunked(filled, tmp_path, fmt
     assert len({_sha(tmp_path / f"{k}.{fmt}") for k in ("k1", "k5", "k4096", "total")}) == 1
 
 
+def test_parquet_staged_row_groups_give_the_bytes_of_add(filled, tmp_path, monkeypatch) -> None:
+    """`write_export` stages chunks on the caller's thread and encodes the row groups on the
+    writer's; `ParquetWriter.add` does both in one call: the same file, with several row
+    groups and a short last one."""
+
+    pytest.importorskip("pyarrow")
+    import replaybuf.export_parquet as export_parquet
+    from replaybuf.export import write_export
+    from replaybuf.export_parquet import ParquetWriter
+
+    monkeypatch.setattr(export_parquet, "PARQUET_ROW_GROUP", 3)
+    d, mid, _ = filled
+    with Engine(d, EngineConfig.for_tests()) as engine, engine.as_of("t", mid) as m:
+        write_export(m.chunks(2), tmp_path / "staged.parquet", "parquet", info=m.info())
+        w = ParquetWriter(tmp_path / "added.parquet", m.info())
+        for c in m.chunks(5):
+            w.add(c)
+        w.finish()
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "staged.parquet").metadata.num_row_groups == 6  # 16 items
+    assert _sha(tmp_path / "staged.parquet") == _sha(tmp_path / "added.parquet")
+
+
+def test_the_caller_runs_a_bounded_number_of_items_ahead_of_the_writer(filled, tmp_path,
+                                                                     monkeypatch) -> None:
+    """While the writer is stuck on the first chunk, the caller hands over chunks up to
+    ``_IN_FLIGHT_ITEMS`` items (here 4 of 1 item), takes the 5th from its source and waits
+    there: the 6th is read only after the first chunk is written. The bytes are unchanged."""
+
+    import threading
+
+    import replaybuf.export as export
+    from replaybuf.export_npz import NpzWriter
+
+    d, mid, _ = filled
+    monkeypatch.setattr(export, "_IN_FLIGHT_ITEMS", 4)
+    fifth_read = threading.Event()
+    first_written = threading.Event()
+    written_before_read: dict[int, bool] = {}
+
+    class StuckFirst(NpzWriter):
+        def add(self, c: Chunk) -> None:
+            if not first_written.is_set():
+                fifth_read.wait(timeout=30)  # a bound only so that a failure cannot hang
+            super().add(c)
+            first_written.set()
+
+    def source(chunks):
+        for k, c in enumerate(chunks, 1):
+            written_before_read[k] = first_written.is_set()
+            if k == 5:
+                fifth_read.set()
+            yield c
+
+    with Engine(d, EngineConfig.for_tests()) as engine, engine.as_of("t", mid) as m:
+        info = m.info()
+        monkeypatch.setattr(export, "NpzWriter", StuckFirst)
+        export.write_export(source(m.chunks(1)), tmp_path / "a.npz", "npz", info=info)
+        monkeypatch.undo()
+        export.write_export(m.chunks(), tmp_path / "b.npz", "npz", info=info)
+    assert fifth_read.is_set()
+    assert [written_before_read[k] for k in range(1, 7)] == [False] * 5 + [True]
+    assert _sha(tmp_path / "a.npz") == _sha(tmp_path / "b.npz")
+
+
 STRING_CASES = [
     [], [""], ["", ""], ["r1", "r2", "r3"], ["req-000000001"] * 3, ["a", "bb", "", "ccc"],
     ["é", "x"], ["日本", "日本"], ["ab\x00", "ab"], ["\x00"], ["same", "same", "sam"],
