@@ -9,11 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _engine_helpers import SIG, batch, snapshot
 from replaybuf.engine import Engine, EngineConfig
+from replaybuf.errors import DataLossError
 from replaybuf.events import encode_event, make_event
 from replaybuf.file_log import FileLog
 from replaybuf.table_config import SelectorConfig, TableConfig
@@ -209,3 +211,19 @@ def test_tables_hold_the_appended_fields_whatever_their_alignment(tmp_path: Path
     shutil.rmtree(path / "view")
     with Engine(path, replace(CONFIG, catch_up_events=1000)) as rebuilt:  # one run of three
         assert fields(rebuilt) == want
+
+
+@pytest.mark.parametrize("per_txn", [1, 1000])
+def test_an_undecodable_record_stops_the_catch_up_with_data_loss(tmp_path: Path,
+                                                                  per_txn: int) -> None:
+    # One transaction per record, or the whole log in one: the records before it are applied
+    # or not, the open fails either way and names the record.
+    path = tmp_path / "db"
+    with Engine(path, CONFIG) as engine:
+        engine.create_table(TableConfig("t", SIG, 8))
+        engine.append("t", batch(np.arange(3)))
+    with FileLog(path / "log") as log:
+        log.append([b"\xff\xff not an event"])
+    shutil.rmtree(path / "view")
+    with pytest.raises(DataLossError, match="LSN 3"):
+        Engine(path, replace(CONFIG, catch_up_events=per_txn))
