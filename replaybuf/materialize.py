@@ -20,11 +20,9 @@ restart or a rebuild.
 `replay_sample`) need the RAM runtime; they replay the log through the applier into a scratch
 LMDB view in a temporary directory, built on first use.
 
-Cost: reading and decoding the events ``<= n`` once, then decoding the append events of the
-present items again (the scan keeps the newest append records, up to `_KEEP_BYTES`, for the
-stream; older ones are read from the log again); memory O(present items) for the state (34
-bytes each), plus the kept records (at most `_KEEP_BYTES`, released as the stream passes
-them), plus O(chunk) for the stream. Not thread-safe; one `Materialized` per caller.
+Cost: reading and decoding the events ``<= n`` once, then the append events of the present
+items again; memory O(present items) for the state (34 bytes each) plus O(chunk) for the
+stream. Not thread-safe; one `Materialized` per caller.
 
 Example::
 
@@ -72,10 +70,6 @@ EXPORT_CHUNK_ITEMS = 65536
 _BATCH_EVENTS = 2048
 _BATCH_BYTES = 64 << 20
 _CHANGES_MAX = 1 << 18  # buffered ids of updates and draws before they are applied (memory)
-#: Bytes of append records the scan keeps for `Materialized.chunks`, the newest ones (older
-#: appends are the likelier to be evicted), so that the stream does not read them from the
-#: log a second time (about 0.13 CPU s per million W2 items); the rest is read again.
-_KEEP_BYTES = 256 << 20
 _U64 = np.dtype(np.uint64)
 _F64 = np.dtype(np.float64)
 
@@ -264,8 +258,6 @@ class Materialized:
         self._config: TableConfig | None = None
         self._live = _LiveItems()
         self._appends: list[tuple[int, int, int]] = []  # (LSN, first id, last id)
-        self._kept: dict[int, bytes] = {}  # LSN -> record of an append, oldest first
-        self._kept_bytes = 0
         self._scan()
 
     # -- the scan -----------------------------------------------------------------------------
@@ -299,7 +291,6 @@ class Materialized:
             if kind == "items_appended":
                 changes.apply(live)
                 next_id = self._append(last, body, next_id)
-                self._keep(last, rec.payload)
             elif kind == "rewards_corrected":
                 add(changes.reward_ids, changes.reward_values, body.item_ids, body.rewards)
             elif kind == "items_evicted":
@@ -321,21 +312,6 @@ class Materialized:
         live.compact()
         first = int(live.ids[0]) if live.n else 0
         self._appends = [a for a in self._appends if live.n and a[2] >= first]
-        wanted = {a[0] for a in self._appends}
-        self._kept = {lsn: p for lsn, p in self._kept.items() if lsn in wanted}
-        self._kept_bytes = sum(len(p) for p in self._kept.values())
-
-    def _keep(self, lsn: int, payload: bytes) -> None:
-        """Keep an append's record (if it added items) within `_KEEP_BYTES`, dropping the
-        oldest kept ones first."""
-
-        if not self._appends or self._appends[-1][0] != lsn:
-            return
-        kept = self._kept
-        kept[lsn] = payload
-        self._kept_bytes += len(payload)
-        while self._kept_bytes > _KEEP_BYTES:
-            self._kept_bytes -= len(kept.pop(next(iter(kept))))
 
     def _append(self, lsn: int, body: Any, next_id: int) -> int:
         cfg = self._config
@@ -416,24 +392,6 @@ class Materialized:
         if held:
             yield _concat(pending)
 
-    def _records(self) -> Iterator[tuple[int, bytes]]:
-        """``(LSN, record)`` of each append in `_appends`, in order: the kept ones from memory
-        (handed out once: a second `chunks` reads them from the log), the others read again
-        from the log in one pass."""
-
-        kept = self._kept
-        missing = [a[0] for a in self._appends if a[0] not in kept]
-        again = iter(self._log.read(missing[0], missing[-1])) if missing else iter(())
-        for lsn, _, _ in self._appends:
-            payload = kept.pop(lsn, None)
-            if payload is not None:
-                self._kept_bytes -= len(payload)
-            else:
-                payload = next((r.payload for r in again if r.lsn == lsn), None)
-                if payload is None:
-                    raise DataLossError(f"the log no longer holds the append at LSN {lsn}")
-            yield lsn, payload
-
     def _pieces(self, names: list[str]) -> Iterator[Chunk]:
         """One chunk per append event that still holds present items (its present ones)."""
 
@@ -442,9 +400,12 @@ class Materialized:
         cfg = self.config
         specs = {n: cfg.field(n) for n in names}
         live = self._live
+        wanted = {a[0] for a in self._appends}
         reward = cfg.reward_field if cfg.has_reward and cfg.reward_field in specs else None
-        for lsn, payload in self._records():
-            body, numbers, strings = _stream_decode(payload, lsn)
+        for rec in self._log.read(self._appends[0][0], self._appends[-1][0]):
+            if rec.lsn not in wanted:
+                continue
+            body, numbers, strings = _stream_decode(rec.payload, rec.lsn)
             ids = np.asarray(body.item_ids, _U64)
             n = ids.size
             sel: slice | np.ndarray

@@ -290,37 +290,3 @@ def test_utf8_strings_read_like_a_list_of_str() -> None:
     with pytest.raises(ValueError, match="lengths sum"):
         Utf8Strings(np.array([3], np.uint32), b"ab")
 
-
-@pytest.mark.parametrize("keep", ["none", "some", "all"])
-def test_the_stream_is_the_same_whether_append_records_were_kept_or_read_again(
-        tmp_path, monkeypatch, keep) -> None:
-    """The scan keeps the newest append records within `_KEEP_BYTES` for the stream and the
-    stream reads the others from the log again: any split gives the view's items, and so does
-    a second pass (which reads them all again)."""
-
-    import replaybuf.materialize as materialize
-
-    with Engine(tmp_path, EngineConfig.for_tests()) as engine:
-        engine.create_table(TableConfig("t", TWO_SIG, capacity=20))
-        engine.create_table(TableConfig("u", TWO_SIG, capacity=20))
-        sizes = []
-        for step, n in enumerate([4, 6, 3, 5, 7, 2]):
-            k = np.arange(step * 10, step * 10 + n)
-            for table in "ut":  # the other table's appends sit between the ones kept
-                ack = engine.append(table, {"obs": np.stack([k, -k], 1).astype(np.float32),
-                                            "reward": (k * 0.5).astype(np.float32),
-                                            "done": k % 2 == 0},
-                                    lineage={"request_id": [f"r{i}" for i in k], "source": "s"})
-            sizes.append(len(next(engine.log.read(engine.applied_lsn)).payload))
-            if step == 3:
-                engine.evict("t", ack.item_ids[:2])
-        want = _view_items(engine.view, "t")
-        budget = {"none": 0, "some": sizes[-1] + sizes[-2], "all": sum(sizes)}[keep]
-        monkeypatch.setattr(materialize, "_KEEP_BYTES", budget)
-        with engine.as_of("t") as m:
-            kept = len(m._kept)
-            assert kept == {"none": 0, "some": 2, "all": len(m._appends)}[keep]
-            assert len(m._appends) == 5  # the first 4 items went to the capacity remover
-            assert _chunk_items(m.chunks(4)) == want
-            assert not m._kept and m._kept_bytes == 0
-            assert _chunk_items(m.chunks(3)) == want  # a second pass reads the log again
