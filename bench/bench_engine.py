@@ -164,7 +164,7 @@ class OursPeer(Peer):
         self._batch = args.sample_batch
         self.engine = Engine(data_dir, EngineConfig(log=FileLogConfig(fsync=args.fsync),
                                                     map_size=args.map_size,
-                                                    view_sync=args.fsync != "none"))
+                                                    view_sync=args.view_sync))
         self.engine.create_table(TableConfig(
             self.table, workload_fields(workload), capacity=capacity,
             sampler=SelectorConfig("prioritized", alpha=ALPHA)))
@@ -510,7 +510,7 @@ def phase_main(args: argparse.Namespace) -> int:
 
     import_s = time.perf_counter() - t_import
     config = EngineConfig(log=FileLogConfig(fsync=args.fsync), map_size=args.map_size,
-                          view_sync=args.fsync != "none")
+                          view_sync=args.view_sync)
     if args.phase == "kill":
         engine = Engine(d, config)
         engine.sample(args.phase_table, args.sample_batch, beta=BETA, seed=1)
@@ -574,7 +574,8 @@ def run_restart(data_dir: Path, table: str, items: int, args: argparse.Namespace
         for r in range(args.restart_runs):
             cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase,
                    "--phase-dir", str(data_dir), "--phase-table", table, "--fsync", args.fsync,
-                   "--map-size", str(args.map_size), "--sample-batch", str(args.sample_batch)]
+                   "--map-size", str(args.map_size), "--sample-batch", str(args.sample_batch)] + (
+                ["--view-sync"] if args.view_sync else [])
             if phase == "sigkill":
                 kill = subprocess.run(cmd[:2] + ["--phase", "kill"] + cmd[4:], cwd=REPO_ROOT,
                                       capture_output=True, text=True,
@@ -708,6 +709,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch.set_num_threads for torchrl (0 = torch's default); on a loaded "
                         "machine 1 avoids intra-op thread stalls in memmap gathers")
     p.add_argument("--fsync", default="group", help="ours: log fsync policy (durable: group)")
+    p.add_argument("--view-sync", action="store_true", help="also fsync every view commit (default: the engine's default, off)")
     p.add_argument("--map-size", type=int, default=2**36, help="ours: initial LMDB map size")
     p.add_argument("--batch-pool", type=int, default=16,
                    help="distinct pre-generated append batches, cycled")
@@ -764,7 +766,7 @@ def restart_only(args: argparse.Namespace) -> int:
     d = args.restart_dir.resolve()
     load0 = os.getloadavg()
     with Engine(d, EngineConfig(log=FileLogConfig(fsync=args.fsync), map_size=args.map_size,
-                                view_sync=args.fsync != "none")) as e:
+                                view_sync=args.view_sync)) as e:
         items = e.describe_table("w2").size  # this open also rebuilds a view of an old format
     restart = run_restart(d, "w2", items, args, log)
     restart |= {"loadavg_start": list(load0), "loadavg_end": list(os.getloadavg())}

@@ -36,10 +36,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--fsync", default="none", help="log fsync policy while filling")
+    ap.add_argument("--view-sync", action="store_true", help="also fsync every view commit (default: the engine's default, off)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     config = EngineConfig(log=FileLogConfig(fsync=args.fsync), map_size=2**34,
-                          view_sync=args.fsync != "none")
+                          view_sync=args.view_sync)
     sig = {"obs": (np.float32, (4,)), "action": np.int64, "reward": np.float32}
     root = Path(tempfile.mkdtemp(prefix="bench-open-"))
     try:

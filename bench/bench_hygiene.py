@@ -201,7 +201,7 @@ def fill_phase(args: argparse.Namespace) -> dict[str, Any]:
     priorities = rng.random(n)
     now_ms = int(time.time() * 1000)
     config = EngineConfig(log=FileLogConfig(fsync=args.fill_fsync), map_size=args.map_size,
-                          view_sync=args.fill_fsync != "none")
+                          view_sync=args.view_sync)
     t0 = time.perf_counter()
     with Engine(data_dir, config) as engine:
         engine.create_table(TableConfig(TABLE, fields, capacity=n,
@@ -347,7 +347,7 @@ def measure_phase(args: argparse.Namespace) -> dict[str, Any]:
     spec = parse_job(tomllib.loads(JOB_FILE.format(
         table=TABLE, now_ms=args.phase_fill_end_ms + JOB_NOW_AFTER_FILL_MS)))
     config = EngineConfig(log=FileLogConfig(fsync=args.fsync), map_size=args.map_size,
-                          view_sync=args.fsync != "none")
+                          view_sync=args.view_sync)
     out: dict[str, Any] = {"runs": []}
     t0 = time.perf_counter()
     with Engine(Path(args.phase_dir), config) as engine:
@@ -407,6 +407,7 @@ def run_phase(phase: str, extra: list[str], args: argparse.Namespace) -> dict[st
            "--sample-batch", str(args.sample_batch),
            "--learner-pause-ms", str(args.learner_pause_ms),
            "--profile-top", str(args.profile_top), "--scan", args.scan] + (
+               ["--view-sync"] if args.view_sync else []) + (
                [] if args.evict_nice is None else ["--evict-nice", str(args.evict_nice)]) + (
                [] if args.evict_duty is None else ["--evict-duty", str(args.evict_duty)]) + (
                ["--profile"] if args.profile else [])
@@ -518,6 +519,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fill-fsync", default="none",
                    help="log fsync policy of the fill only (none: the view is not synced either)")
     p.add_argument("--fsync", default="group", help="fsync policy while measuring")
+    p.add_argument("--view-sync", action="store_true", help="also fsync every view commit (default: the engine's default, off)")
     p.add_argument("--map-size", type=int, default=2**36, help="initial LMDB map size")
     p.add_argument("--runs", type=int, default=3, help="dry runs per size (medians)")
     p.add_argument("--idle-s", type=float, default=5.0,

@@ -16,6 +16,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--items", type=int, default=200_000)
 p.add_argument("--samples", type=int, default=2000)
 p.add_argument("--fsync", default="group")
+p.add_argument("--view-sync", action="store_true", help="also fsync every view commit (default: the engine's default, off)")
 p.add_argument("--dir", default=str(Path(__file__).parent / "out" / "sample-micro"))
 p.add_argument("--reps", type=int, default=3)
 a = p.parse_args()
@@ -24,7 +25,7 @@ fields = {"obs": (np.float32, (17,)), "action": (np.float32, (6,)), "reward": (n
 shutil.rmtree(a.dir, ignore_errors=True)
 rng = np.random.default_rng(0)
 eng = Engine(a.dir, EngineConfig(log=FileLogConfig(fsync=a.fsync), map_size=2**36,
-                                 view_sync=a.fsync != "none"))
+                                 view_sync=a.view_sync))
 eng.create_table(TableConfig("w2", fields, capacity=a.items,
                              sampler=SelectorConfig("prioritized", alpha=0.6)))
 B = 2048
