@@ -541,7 +541,7 @@ class Engine:
             pass  # its bytes are spliced into the logged event (`encode_event_with_batch`)
         else:
             to_batch({s.name: cols[s.name] for s in t.config.signature}, out=appended.data)
-        lin.to_proto(appended.lineage)
+        lin.to_proto(appended.lineage, compact=True)
         reservation = t.limiter.reserve_insert(n, timeout)
         try:
             with self._write_lock:

@@ -2,8 +2,9 @@
 source), as columns with one entry per item.
 
 On append a caller may give each column 0 entries (unknown), 1 entry (the same for every item)
-or n entries; `Lineage.broadcast` validates and expands them to n, so the logged
-``ItemsAppended`` event carries exactly what the view stores. An unknown or 0 timestamp becomes
+or n entries; `Lineage.broadcast` validates and expands them to n. The logged ``ItemsAppended``
+event carries the same values in the shortest of those forms (`Lineage.to_proto` with
+``compact``), which every reader of events broadcasts back. An unknown or 0 timestamp becomes
 the time of the append.
 
 Example:
@@ -154,14 +155,29 @@ class Lineage:
         return cls(z, z.copy(), ("",) * n, np.zeros(n, np.int64), np.zeros(n, np.int64),
                    ("",) * n)
 
-    def to_proto(self, out: table_pb2.Lineage | None = None) -> table_pb2.Lineage:
+    def to_proto(self, out: table_pb2.Lineage | None = None, *,
+                 compact: bool = False) -> table_pb2.Lineage:
+        """The columns as a proto, n entries each; with ``compact``, the shortest form the
+        wire contract allows for the same lineage: 0 entries for a column that is all unknown
+        (0 or ""), 1 for one that holds the same value for every item, else n. (A timestamp
+        is never 0 after `broadcast`, so it keeps at least 1 entry.) The engine logs the
+        compact form: most batches carry one source and timestamp and no request ids."""
+
         msg = out if out is not None else table_pb2.Lineage()
-        msg.episode_id[:] = self.episode_id.tolist()
-        msg.step[:] = self.step.tolist()
-        msg.request_id[:] = self.request_id
-        msg.model_version[:] = self.model_version.tolist()
-        msg.timestamp_ms[:] = self.timestamp_ms.tolist()
-        msg.source[:] = self.source
+        for name in _NAMES:
+            values = getattr(self, name)
+            if name in _STRINGS:
+                if compact and values:
+                    first = values[0]
+                    if values.count(first) == len(values):
+                        values = (first,) if first else ()
+                getattr(msg, name)[:] = values
+                continue
+            if compact and values.size:
+                first = values[0]
+                if (values == first).all():
+                    values = values[:1] if first else values[:0]
+            getattr(msg, name)[:] = values.tolist()
         return msg
 
 

@@ -108,8 +108,10 @@ def test_extend_sends_buffered_adds_first_and_splits_columns(server, client, tra
     assert stored_numbers(server.log_dir) == list(range(11))
     lineages = [ev.lineage for _, _, ev in logged_appends(server.log_dir)]
     assert [list(lin.step) for lin in lineages[1:]] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
-    # one episode id for the whole extend, broadcast by the server to each item of each batch
-    assert [list(lin.episode_id) for lin in lineages[1:]] == [[5] * 4, [5] * 4, [5]]
+    # one episode id for the whole extend, sent with each batch; the log keeps a column that
+    # is the same for every item as one entry, and no request id as none (`to_proto(compact)`)
+    assert [list(lin.episode_id) for lin in lineages[1:]] == [[5], [5], [5]]
+    assert [len(lin.request_id) for lin in lineages[1:]] == [0, 0, 0]
 
 
 def test_rows_with_other_lineage_columns_or_priorities_go_to_new_batches(server, client):

@@ -358,9 +358,10 @@ def from_events(events: Iterable[tuple[int, events_pb2.Event]], table: str, *,
                               if cfg.has_reward else np.zeros(n))
             for name, key in (("model_version", "model_version"), ("episode_id", "episode"),
                               ("timestamp_ms", "timestamp_ms")):
-                col = getattr(lin, name)
-                cols[key] = (np.asarray(col).astype(_COLS[key]) if len(col)
-                             else np.zeros(n, _COLS[key]))
+                col = getattr(lin, name)  # 0, 1 or n entries (`Lineage.to_proto`)
+                cols[key] = np.zeros(n, _COLS[key])
+                if len(col):
+                    cols[key][:] = np.asarray(col).astype(_COLS[key])
             reqs = list(lin.request_id)
             req = [reqs[min(i, len(reqs) - 1)] for i in range(n)] if reqs else [""] * n
             bad = nonfinite_rows(data, cfg) if payload else np.zeros(n, bool)
