@@ -6,12 +6,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _engine_helpers import SIG, batch
 from replaybuf.engine import Engine, EngineConfig
-from replaybuf.new_items import index_runs
+from replaybuf.new_items import VIEW_MIN_BYTES, index_runs, records
 from replaybuf.table_config import TableConfig
 
 append_st = st.tuples(
@@ -91,3 +92,14 @@ def test_index_runs_match_a_brute_force_grouping(appends, shuffle):
     got = [(int(k["table"]), int(k["value"]), int(k["id"]), int(r["count"]))
            for k, r in zip(keys, runs)]
     assert got == sorted(want)
+
+
+@pytest.mark.parametrize("row_bytes", [16, VIEW_MIN_BYTES - 1, VIEW_MIN_BYTES, 3 * VIEW_MIN_BYTES + 5])
+def test_records_are_the_rows_bytes_whether_views_or_copies(row_bytes):
+    dt = np.dtype([("v", "u1"), ("x", "u1", (row_bytes - 1,))])
+    rows = np.zeros(5, dt)
+    rows["x"] = np.random.default_rng(row_bytes).integers(0, 255, (5, row_bytes - 1))
+    got = records(rows[::-1])  # not contiguous: copied first
+    want = [rows[::-1][i:i + 1].tobytes() for i in range(5)]
+    assert [bytes(g) for g in got] == want
+    assert all(isinstance(g, memoryview) == (row_bytes >= VIEW_MIN_BYTES) for g in got)
