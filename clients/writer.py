@@ -217,7 +217,7 @@ class _Rows:
         self.lineage = [[] for _ in kind[0]]
         self.first_at = time.monotonic()
 
-    def take(self, table: str, producer_id: bytes, seq: int) -> tuple[bytes, int]:
+    def take(self, table: str, producer_id: bytes, seq: int) -> bytes:
         """The rows as one request's wire bytes (one copy of each column); empties the buffer."""
 
         n = self.n
@@ -230,7 +230,7 @@ class _Rows:
                             priorities=self.priorities, lineage=lineage,
                             producer_id=producer_id, producer_seq=seq)
         self.clear()
-        return raw, n
+        return raw
 
     def clear(self) -> None:
         self.n = 0
@@ -591,7 +591,7 @@ class Writer(Closing):
             return
         rows = self._rows
         # copies out: the buffers are free again
-        self._send_locked(lambda seq: rows.take(self._table, self._producer_id, seq)[0], rows.n)
+        self._send_locked(lambda seq: rows.take(self._table, self._producer_id, seq), rows.n)
 
     def _send_locked(self, encode: Callable[[int], bytes], n: int) -> None:
         """Send the request that ``encode(producer_seq)`` returns, in turn. Batches are sent in

@@ -57,8 +57,8 @@ from replaybuf.errors import (
     InvalidPriorityError, TableNotFoundError,
 )
 from replaybuf.applier import mirror_steps
-from replaybuf.engine_config import EngineConfig
-from replaybuf.engine_history import EngineHistory
+from replaybuf.engine_config import EngineConfig, _is_int
+from replaybuf.engine_history import _U64_MAX, EngineHistory
 from replaybuf.events import (
     EVENT_VERSION, decode_event, encode_event, encode_event_with_batch, make_event,
 )
@@ -92,13 +92,6 @@ from replaybuf.rolling_metrics import RollingMetrics
 __all__ = ["Engine", "EngineConfig"]
 
 _logger = logging.getLogger(__name__)
-_U64_MAX = 2**64 - 1
-
-
-def _is_int(x: object) -> bool:
-    if type(x) is int:  # the usual case, without the slower ABC check
-        return True
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 class _Clock:

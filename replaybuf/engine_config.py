@@ -12,6 +12,8 @@ __all__ = ["EngineConfig"]
 
 
 def _is_int(x: object) -> bool:
+    if type(x) is int:  # the usual case, without the slower ABC check
+        return True
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from replaybuf import audit
+from replaybuf.engine_config import _is_int
 from replaybuf.errors import InvalidArgumentError
 from replaybuf.export import Chunk, write_export
 from replaybuf.log import Log
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["EngineHistory"]
 
 _U64_MAX = 2**64 - 1
-
-
-def _is_int(x: object) -> bool:
-    return type(x) is int or (isinstance(x, numbers.Integral) and not isinstance(x, bool))
 
 
 class EngineHistory:

@@ -197,10 +197,9 @@ class View:
         path = Path(path)
         reason: str | None = None
         unsynced = not sync and not scratch
-        distrusted = view_marker.distrust(path) if (path / "data.mdb").exists() else None
         if not (path / "data.mdb").exists():
             reason = f"view {path} is missing"
-        elif distrusted is not None:
+        elif (distrusted := view_marker.distrust(path)) is not None:
             reason = f"view {path} cannot be trusted: {distrusted}"
             _logger.warning("%s; rebuilding it from the log", reason)
             shutil.rmtree(path, ignore_errors=True)
