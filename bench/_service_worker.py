@@ -139,14 +139,20 @@ class OursSystem:
         w.close()  # flushes: every added transition acked (fsynced, policy group)
         return n
 
-    def sampler(self, batch: int, seed: int) -> Any:
-        s = self.client.sampler(TABLE, batch, beta=BETA, seed=seed, prefetch=self.prefetch)
+    def sampler(self, batch: int, seed: int, shared_memory: bool | None = None) -> Any:
+        s = self.client.sampler(TABLE, batch, beta=BETA, seed=seed, prefetch=self.prefetch,
+                                shared_memory=shared_memory)
         self._closers = [s]
         return lambda: next(s)
 
-    def close_sampler(self) -> None:
+    def close_sampler(self) -> dict[str, Any]:
+        """Close the sampler; how many batches came through a shared ring."""
+
+        shared = 0
         for s in getattr(self, "_closers", []):
             s.close()
+            shared += s.shared_batches
+        return {"shared_batches": shared}
 
     def items_drawn(self) -> int | None:
         """Items the server has drawn from the table so far (every draw counts)."""
@@ -224,8 +230,8 @@ class ReverbSystem:
 
         return draw
 
-    def close_sampler(self) -> None:
-        pass
+    def close_sampler(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         self.client = None
@@ -287,7 +293,9 @@ def client_main(conn: Any, index: int, opts: dict[str, Any]) -> None:
                 n = system.insert_loop(pool, start_at, end_at)
                 conn.send({"n": n, "done_at": time.time()})
             elif op == "sample":
-                draw = system.sampler(cmd["batch"], opts["seed"] + 7919 * index + cmd.get("run", 0))
+                kw = {"shared_memory": cmd["shared_memory"]} if "shared_memory" in cmd else {}
+                draw = system.sampler(cmd["batch"], opts["seed"] + 7919 * index + cmd.get("run", 0),
+                                      **kw)
                 draw()  # warm-up batch: stream open, first response decoded
                 conn.send({"prepared": True})
                 start_at, end_at = conn.recv()
@@ -301,9 +309,9 @@ def client_main(conn: Any, index: int, opts: dict[str, Any]) -> None:
                     lat.append(time.perf_counter() - t)
                 done_at = time.time()
                 drawn1 = counts()
-                system.close_sampler()
+                closed = system.close_sampler()
                 conn.send({"n": len(lat) * cmd["batch"], "done_at": done_at, "lat": lat,
-                           "drawn": None if drawn0 is None else (drawn0, drawn1)})
+                           "drawn": None if drawn0 is None else (drawn0, drawn1), **closed})
             else:
                 conn.send({"error": f"unknown op {op!r}"})
         except BaseException as exc:  # noqa: BLE001
@@ -383,6 +391,8 @@ def run_clients(args: argparse.Namespace) -> int:
                     drawn = [r["drawn"] for r in res if r.get("drawn") is not None]
                     if drawn:  # every client reads the same table: first read to last
                         out["items_drawn"] = max(d[1] for d in drawn) - min(d[0] for d in drawn)
+                    if any("shared_batches" in r for r in res):
+                        out["shared_batches"] = sum(r.get("shared_batches", 0) for r in res)
                 _reply(out)
             except Exception as exc:  # noqa: BLE001
                 _reply({"error": f"{type(exc).__name__}: {exc}"})

@@ -12,7 +12,9 @@ Per workload, system and number of concurrent clients (--clients), each run meas
   sample  transitions/s and per-batch latency p50/p99 (wall time of each `next()`), batch
           --batch (256), and the items the server drew meanwhile (ours). ours:
           `ReplayClient.sampler(batch, beta=0.4, prefetch=--prefetch)` (one SampleStream: at
-          most that many batches drawn and not yet consumed; default 2). reverb: `TrajectoryDataset.from_table_signature(max_in_flight_samples_per_
+          most that many batches drawn and not yet consumed; default 2; W3 batches come
+          through the client's shared-memory ring, its default over loopback, and a second
+          phase "sample in messages" repeats it with shared_memory=False). reverb: `TrajectoryDataset.from_table_signature(max_in_flight_samples_per_
           worker=2*batch).batch(batch).prefetch(2)` (its C++ tf.data path, the fastest Python
           path; `--reverb-sample client` uses `reverb.Client.sample` instead).
 Clients are separate processes (multiprocessing, spawn): one interpreter and GIL per client.
@@ -238,21 +240,27 @@ def run_workload(workload: str, systems: list[str], clients: dict[str, Clients],
         for run in range(args.runs):
             order = systems if run % 2 == 0 else systems[::-1]
             for k in args.client_list:
-                for op in ("insert", "sample"):
+                for op in ("insert", "sample", "sample_msg"):
                     for s in order:
+                        if op == "sample_msg" and (s != "ours" or not args.compare_messages):
+                            continue
                         cmd: dict[str, Any] = {"op": op, "clients": k, "seconds": args.seconds, "run": run}
-                        if op == "sample":
-                            cmd["batch"] = args.batch
+                        if op != "insert":
+                            cmd.update(op="sample", batch=args.batch)
+                            if s == "ours":  # default: a shared ring when it pays (loopback)
+                                cmd["shared_memory"] = False if op == "sample_msg" else None
                         r = clients[s].call(**cmd)
                         r["items_per_s"] = r["n"] / r["wall_s"]
                         if r.get("items_drawn") is not None:
                             r["drawn_per_s"] = r["items_drawn"] / r["wall_s"]
                         out["systems"][s]["runs"].setdefault(f"{op}/{k}", []).append(r)
                         extra = (f", p50 {r['lat_ms_p50']:.1f} ms, p99 {r['lat_ms_p99']:.1f} ms"
-                                 if op == "sample" and r.get("lat_ms_p50") is not None else "")
+                                 if op != "insert" and r.get("lat_ms_p50") is not None else "")
+                        if r.get("shared_batches") is not None:
+                            extra += f", {r['shared_batches']} batches via shared memory"
                         if r.get("drawn_per_s") is not None:
                             extra += f", server drew {r['drawn_per_s']:,.0f}/s"
-                        log(f"[{workload}] run {run + 1}/{args.runs} {s:<6} {op:<6} clients={k}: "
+                        log(f"[{workload}] run {run + 1}/{args.runs} {s:<6} {op:<10} clients={k}: "
                             f"{r['items_per_s']:,.0f} transitions/s{extra}")
         for s in systems:
             out["systems"][s]["server_mem_end"] = servers[s].mem()
@@ -278,6 +286,7 @@ def summarize(results: list[dict[str, Any]], systems: list[str], args: argparse.
                 sysres = wl["systems"][s]
                 ins = sysres["runs"].get(f"insert/{k}", [])
                 smp = sysres["runs"].get(f"sample/{k}", [])
+                msg = sysres["runs"].get(f"sample_msg/{k}", [])
                 med = lambda xs: float(np.median(xs)) if xs else None  # noqa: E731
                 mem = sysres.get("server_mem_end") or {}
                 rows.append({
@@ -287,6 +296,9 @@ def summarize(results: list[dict[str, Any]], systems: list[str], args: argparse.
                     "sample_drawn_per_s": med([r["drawn_per_s"] for r in smp if r.get("drawn_per_s") is not None]),
                     "sample_p50_ms": med([r["lat_ms_p50"] for r in smp if r.get("lat_ms_p50") is not None]),
                     "sample_p99_ms": med([r["lat_ms_p99"] for r in smp if r.get("lat_ms_p99") is not None]),
+                    "sample_shared_batches": sum(r.get("shared_batches", 0) for r in smp) if smp else None,
+                    "sample_msg_per_s": med([r["items_per_s"] for r in msg]),
+                    "sample_msg_p99_ms": med([r["lat_ms_p99"] for r in msg if r.get("lat_ms_p99") is not None]),
                     "server_rss_mb": mem.get("rss_mb"),
                     "server_hwm_mb": mem.get("hwm_mb"),
                 })
@@ -311,6 +323,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({
             "workload": wl, "clients": k,
             "insert_ours_over_reverb": ri, "sample_ours_over_reverb": rs, "p99_ours_over_reverb": rp,
+            "sample_msg_ours_over_reverb": div(ours.get("sample_msg_per_s"), rev["sample_per_s"]),
             "goal_insert": goal.get("insert"), "goal_sample": goal.get("sample"),
             "meets_goals": (None if None in (ri, rs, rp) else
                             bool(ri >= goal.get("insert", 0) and rs >= goal.get("sample", 0) and rp < 1.0)),
@@ -324,24 +337,30 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def markdown(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> str:
     lines = ["| workload | clients | system | insert transitions/s | sample transitions/s | "
-             "drawn by server/s | sample p50 ms | sample p99 ms | server RSS MiB (peak) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "batches via shared memory | drawn by server/s | sample p50 ms | sample p99 ms | "
+             "sample in messages tr/s (p99 ms) | server RSS MiB (peak) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        msg = (f"{_fmt(r.get('sample_msg_per_s'), ',.0f')} ({_fmt(r.get('sample_msg_p99_ms'), '.1f')})"
+               if r.get("sample_msg_per_s") else "n/a")
         lines.append(
             f"| {r['workload']} | {r['clients']} | {r['system']} | {_fmt(r['insert_per_s'], ',.0f')} | "
-            f"{_fmt(r['sample_per_s'], ',.0f')} | {_fmt(r.get('sample_drawn_per_s'), ',.0f')} | "
+            f"{_fmt(r['sample_per_s'], ',.0f')} | {_fmt(r.get('sample_shared_batches'), ',.0f')} | "
+            f"{_fmt(r.get('sample_drawn_per_s'), ',.0f')} | "
             f"{_fmt(r['sample_p50_ms'], '.1f')} | "
-            f"{_fmt(r['sample_p99_ms'], '.1f')} | {_fmt(r['server_rss_mb'], ',.0f')} "
+            f"{_fmt(r['sample_p99_ms'], '.1f')} | {msg} | {_fmt(r['server_rss_mb'], ',.0f')} "
             f"({_fmt(r['server_hwm_mb'], ',.0f')}) |")
     if rat:
         lines += ["", "| workload | clients | insert ours/reverb (goal) | sample ours/reverb (goal) | "
-                  "p99 ours/reverb (goal < 1) | meets goals |", "|---|---:|---:|---:|---:|---|"]
+                  "p99 ours/reverb (goal < 1) | meets goals | sample in messages ours/reverb |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
         for r in rat:
             meets = {None: "n/a", True: "yes", False: "no"}[r["meets_goals"]]
             lines.append(
                 f"| {r['workload']} | {r['clients']} | {_fmt(r['insert_ours_over_reverb'], '.2f')}x "
                 f"(>= {r['goal_insert']}) | {_fmt(r['sample_ours_over_reverb'], '.2f')}x "
-                f"(>= {r['goal_sample']}) | {_fmt(r['p99_ours_over_reverb'], '.2f')} | {meets} |")
+                f"(>= {r['goal_sample']}) | {_fmt(r['p99_ours_over_reverb'], '.2f')} | {meets} | "
+                f"{_fmt(r.get('sample_msg_ours_over_reverb'), '.2f')}x |")
     return "\n".join(lines)
 
 
@@ -359,6 +378,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prefetch", type=int, default=2,
                    help="ours: the sampler's prefetch, batches drawn and not yet consumed (default 2)")
     p.add_argument("--fsync", default="group", help="our server's fsync policy (default group: durable)")
+    p.add_argument("--no-compare-messages", dest="compare_messages", action="store_false",
+                   help="ours: skip the extra sample phase with shared_memory=False (batches in "
+                        "the gRPC messages), run by default beside the default transport")
     p.add_argument("--frames", choices=("blocky", "noise"), default="blocky",
                    help="W3 frame content: blocky (21x21 grid upsampled, compressible) or noise")
     p.add_argument("--reverb-sample", choices=("dataset", "client"), default="dataset",
@@ -441,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         "below sample transitions/s when the sampler consumed batches drawn ahead before the window",
         "server RSS = VmRSS of the server process after the last phase (peak VmHWM in brackets)",
         f"W3 frames: {args.frames}; Reverb compresses chunks (zstd), ours stores raw bytes",
+        "ours samples with the client's default transport: over loopback a batch of 1 MiB or "
+        "more is written into a shared-memory ring the client offers (only SampleInfo travels "
+        "in the gRPC message; 'batches via shared memory' counts them); 'sample in messages' is "
+        "the same phase with shared_memory=False, every batch inside the gRPC messages",
     ]
     report = {
         **report_header("service_grpc", SCHEMA_VERSION, started),
@@ -457,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             "alpha": 0.6,
             "beta": 0.4,
             "fsync": args.fsync,
+            "compare_messages": args.compare_messages,
             "frames": args.frames,
             "reverb_sample": args.reverb_sample,
             "pool": args.pool,

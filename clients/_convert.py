@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from replaybuf.errors import InvalidArgumentError, SignatureMismatchError
+from replaybuf.shared_ring import ClientRing
 from replaybuf.tensors import FieldSpec, dtype_from_proto, from_batch
 from replaybuf.v1 import events_pb2, service_pb2, table_pb2, tensor_pb2
 
@@ -35,6 +36,7 @@ __all__ = [
     "coerce_columns",
     "decode_sample",
     "decode_sample_bytes",
+    "decode_stream_response",
     "decode_table_info",
     "decode_ack",
     "decode_item_lineage",
@@ -310,8 +312,26 @@ def decode_sample_bytes(raw: bytes) -> Sample:
     """Decode serialized SampleResponse bytes without copying the data (`._wire`): each
     column is a read-only view of `raw`."""
 
-    span, info = split_sample_response(raw)
-    return Sample(data=decode_columns(raw, span), info=_sample_info(info))
+    return decode_stream_response(raw, None)[0]
+
+
+def decode_stream_response(raw: bytes, ring: ClientRing | None) -> tuple[Sample, bool]:
+    """`decode_sample_bytes`, or for a batch the server wrote into the stream's shared
+    ``ring``, a copy out of it (`ClientRing.read`: writable arrays). Returns the batch and
+    whether it came through the ring.
+
+    Raises:
+        InvalidArgumentError: malformed bytes, or a shared batch without a ring.
+    """
+
+    span, info, shared = split_sample_response(raw)
+    if shared is None:
+        return Sample(data=decode_columns(raw, span), info=_sample_info(info)), False
+    if ring is None:
+        raise InvalidArgumentError(
+            "SampleResponse.shared is set but this stream offered no shared ring"
+        )
+    return Sample(data=ring.read(shared), info=_sample_info(info)), True
 
 
 def _sample_info(info: Any) -> SampleInfo:

@@ -64,20 +64,28 @@ def passthrough(request: bytes) -> bytes:
     return request
 
 
-def split_sample_response(raw: bytes) -> tuple[tuple[int, int], table_pb2.SampleInfo]:
-    """``((offset, length) of the ColumnarBatch, parsed SampleInfo)`` of SampleResponse bytes."""
+def split_sample_response(
+    raw: bytes,
+) -> tuple[tuple[int, int], table_pb2.SampleInfo, service_pb2.SharedBatch | None]:
+    """``((offset, length) of the ColumnarBatch, parsed SampleInfo, parsed SharedBatch or
+    None)`` of SampleResponse bytes."""
 
     data = (0, 0)
     info = table_pb2.SampleInfo()
+    shared = None
     for number, wire, value, _ in fields(raw, 0, len(raw), "SampleResponse"):
         if wire != LEN:
             continue
+        off, n = value
         if number == 1:
             data = value
         elif number == 2:
-            off, n = value
             info.MergeFromString(raw[off:off + n])
-    return data, info
+        elif number == 3:
+            if shared is None:
+                shared = service_pb2.SharedBatch()
+            shared.MergeFromString(raw[off:off + n])
+    return data, info, shared
 
 
 def decode_columns(raw: bytes, span: tuple[int, int]) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import threading
@@ -20,6 +21,7 @@ from replaybuf.errors import (
     MessageTooLargeError,
     ReplayError,
 )
+from replaybuf.shared_ring import SHARED_MIN_BYTES, slot_bytes_for
 from replaybuf.tensors import FieldSpec, check_batch
 from replaybuf.v1 import service_pb2, service_pb2_grpc
 
@@ -52,6 +54,26 @@ from .writer import Writer
 __all__ = ["ReplayClient", "DEFAULT_TIMEOUT"]
 
 _NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether a gRPC target names this host: a Unix socket or a loopback host."""
+
+    target = address
+    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target[len(scheme):]
+            break
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = target.rsplit(":", 1)[0] if ":" in target and not target.endswith("]") else target
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 _MiB = 1 << 20
 
 
@@ -556,6 +578,7 @@ class ReplayClient(AuditCalls, Closing):
         timeout: Any = None,
         as_torch: bool = False,
         pin_memory: bool = False,
+        shared_memory: bool | None = None,
     ) -> Sampler:
         """An iterator of batches over one SampleStream (see `Sampler`); close it when done.
 
@@ -566,6 +589,15 @@ class ReplayClient(AuditCalls, Closing):
         (default None: wait forever, as a learner usually wants). Batch k uses ``seed + k``;
         after a reconnect the stream continues with the next seed, so the sequence of seeds
         has no gaps or repeats.
+
+        ``shared_memory``: receive the batches through a ring of shared memory under
+        ``/dev/shm`` instead of in the gRPC messages (`replaybuf.shared_ring`: two copies of
+        each batch instead of about nine; the info still comes over gRPC). None (default)
+        offers a ring when the server's address is a loopback one and a batch is at least
+        1 MiB (asks the table's signature once, with one DescribeTable); True offers one
+        whatever the address and size; False never. A server that cannot open the ring
+        (another host or user) sends the data in the messages, so offering is always safe.
+        Batches received through a ring are writable arrays of the client's own memory.
         """
 
         self._check_open()
@@ -574,8 +606,31 @@ class ReplayClient(AuditCalls, Closing):
             raise InvalidArgumentError(f"prefetch={prefetch!r} must be an int >= 1")
         if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 0:
             raise InvalidArgumentError(f"num_batches={num_batches!r} must be an int >= 0 (0 = endless)")
+        if shared_memory not in (None, True, False):
+            raise InvalidArgumentError(
+                f"shared_memory={shared_memory!r} must be None (automatic), True or False"
+            )
         request = self._sample_request(table, batch_size, beta, seed, fields, t, prefetch, num_batches)
-        return Sampler(self, request, prefetch=prefetch, as_torch=as_torch, pin_memory=pin_memory)
+        ring_bytes = self._ring_slot_bytes(request, shared_memory)
+        return Sampler(self, request, prefetch=prefetch, as_torch=as_torch, pin_memory=pin_memory,
+                       ring_slot_bytes=ring_bytes)
+
+    def _ring_slot_bytes(self, request: service_pb2.SampleRequest,
+                         shared_memory: bool | None) -> int:
+        """Slot size of the shared ring a sampler offers (0: none); see `sampler`."""
+
+        if shared_memory is False or (shared_memory is None and not _is_loopback(self._address)):
+            return 0
+        try:
+            signature = self._signature(request.table)
+        except ReplayError:
+            return 0  # an unknown table: the stream itself reports it
+        wanted = list(request.fields) or list(signature)
+        specs = {name: signature[name] for name in wanted if name in signature}
+        size = slot_bytes_for(specs, request.batch_size)
+        if shared_memory is None and size < SHARED_MIN_BYTES:
+            return 0
+        return size
 
     # -- feedback ----------------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from replaybuf.errors import ClosedError
+from replaybuf.shared_ring import ClientRing
 from replaybuf.v1 import service_pb2
 
-from ._convert import decode_sample, decode_sample_bytes
+from ._convert import decode_sample, decode_stream_response
 from ._errors import status_name
 from ._retry import reconnect_delay
 from ._stream import StreamHandle
@@ -94,6 +95,7 @@ class Sampler(StreamHandle):
         prefetch: int,
         as_torch: bool = False,
         pin_memory: bool = False,
+        ring_slot_bytes: int = 0,
     ) -> None:
         super().__init__()
         self._client = client
@@ -118,6 +120,11 @@ class Sampler(StreamHandle):
         self._ack_every = max(1, prefetch // 2)
         self._consumed = 0  # consumed and not yet acknowledged on the current stream
         self._streaming = True  # False: the server lacks SampleStream; use Sample
+        # Each SampleStream offers a fresh shared ring of `prefetch` slots of this size (0:
+        # none; `ReplayClient.sampler`), owned by the pump thread.
+        self._ring_bytes = ring_slot_bytes
+        self._ring: ClientRing | None = None
+        self.shared_batches = 0  # batches received through a ring
         client._register(self)
         self._thread = threading.Thread(target=self._pump, name="replaybuf-sampler", daemon=True)
         self._thread.start()
@@ -223,6 +230,10 @@ class Sampler(StreamHandle):
             if credits is None:
                 self._call = self._client._stub.Sample(request, metadata=self._client._metadata)
             else:
+                if self._ring_bytes:
+                    self._ring = ClientRing.create(self._ring_bytes, self._prefetch)
+                    if self._ring is not None:
+                        request.shared_ring.CopyFrom(self._ring.proto())
                 self._call = self._client._sample_stream_raw(
                     _credit_messages(request, unconsumed, credits),
                     metadata=self._client._metadata,
@@ -248,10 +259,17 @@ class Sampler(StreamHandle):
                 call = self._open(request)
                 if call is None:
                     return
+                ring = self._ring
                 for response in call:
-                    # SampleStream answers raw bytes (decoded without copies); Sample protos
-                    batch = (decode_sample_bytes(response) if isinstance(response, bytes)
-                             else decode_sample(response))
+                    # SampleStream answers raw bytes (decoded without copies, or copied out of
+                    # the shared ring); Sample answers protos
+                    if isinstance(response, bytes):
+                        batch, shared = decode_stream_response(response, ring)
+                        self.shared_batches += shared
+                        if ring is not None:
+                            ring.unlink()  # the server has mapped it (or declined it)
+                    else:
+                        batch = decode_sample(response)
                     if self._as_torch:
                         from .torch import to_torch_sample
 
@@ -291,3 +309,6 @@ class Sampler(StreamHandle):
             finally:
                 with self._credit_lock:
                     self._end_credits_locked()
+                if self._ring is not None:
+                    self._ring.close()
+                    self._ring = None

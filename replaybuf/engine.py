@@ -625,7 +625,7 @@ class Engine(EngineHistory):
 
     def sample(self, table: str, batch_size: int, *, beta: float = 0.4, seed: int | None = None,
                timeout: float | None = None, fields: Sequence[str] | None = None,
-               at_lsn: int | None = None) -> Sample:
+               at_lsn: int | None = None, out: np.ndarray | None = None) -> Sample:
         """Draw a batch of `batch_size` items with the table's sampler.
 
         Deterministic: the same table state (SampleInfo.lsn), seed, batch size and beta give
@@ -641,6 +641,9 @@ class Engine(EngineHistory):
             fields: fields to return (default all).
             at_lsn: replay on the table as of this LSN instead (`replay_sample`; needs a
                 seed; not logged, no rate limiter, no counts changed).
+            out: a writable, C-contiguous, 64-byte aligned uint8 buffer (a slot of a shared
+                ring) that the rows are gathered into when they fit; ``data`` then views it.
+                Otherwise (or with ``at_lsn``) they go to a buffer of the engine's own.
 
         Raises:
             RateLimitTimeoutError: still blocked after `timeout` seconds.
@@ -671,7 +674,8 @@ class Engine(EngineHistory):
                     f"{list(t.config.field_names)}"
                 )
         with t.limiter.reserve_sample(int(batch_size), timeout):
-            draw = t.draw(int(batch_size), beta=float(beta), seed=int(seed), fields=fields)
+            draw = t.draw(int(batch_size), beta=float(beta), seed=int(seed), fields=fields,
+                          out=out)
         self._recorder.submit(RecordedDraw(table, draw.ids, int(seed), draw.lsn, draw.retired))
         request_ids, sources = draw.request_ids, draw.sources
         missing = draw.strings_missing

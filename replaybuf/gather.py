@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -53,6 +52,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from replaybuf._simd import JIT_OPTIONS
+from replaybuf.output_pool import POOL_SIZE, OutputPool
 
 __all__ = ["RowGather", "OutputPool", "PARALLEL_MIN_BYTES", "HOLD_GIL_MAX_BYTES", "CHUNK_BYTES",
            "helper_count"]
@@ -69,8 +69,6 @@ HOLD_GIL_MAX_BYTES = 1 << 18
 #: Bytes per chunk claimed by one thread (small enough to balance two threads, large enough
 #: that the per-chunk dispatch, a few microseconds, stays near 1% of the copy).
 CHUNK_BYTES = 1 << 20
-#: Buffers an `OutputPool` keeps for reuse.
-POOL_SIZE = 4
 _ENV_HELPERS = "REPLAYBUF_GATHER_HELPERS"
 _EXPLORE = 8  # every 8th large batch is copied the way that has lately been slower
 _EWMA = 0.25  # weight of the newest measurement in the per-byte costs
@@ -129,45 +127,6 @@ else:
         """`_copy_chunks`, keeping the GIL (batches under `HOLD_GIL_MAX_BYTES`)."""
 
         return _copy_chunks(buf, fields, slots, chunks, c0, c1)
-
-
-class OutputPool:
-    """Byte buffers for sampled batches, reused once nothing else references them.
-
-    A buffer is free when its reference count shows only the pool: every array handed out
-    is a view whose ``base`` is the buffer, and so is anything built on one without a copy
-    (a slice, ``torch.from_numpy``, a memoryview), so a batch still in use is never
-    overwritten. Keeps at most `size` buffers; beyond that a batch gets a buffer of its own.
-    Cost: O(size) reference checks per `take`. Not thread-safe (the caller's lock).
-    """
-
-    def __init__(self, size: int = POOL_SIZE) -> None:
-        self._size = size
-        self._bufs: list[np.ndarray] = []
-
-    # References to a free buffer while `take` looks at it: the pool's list, the loop
-    # variable and getrefcount's argument.
-    _FREE_REFS = 3
-
-    def take(self, nbytes: int) -> np.ndarray:
-        """A uint8 buffer of exactly `nbytes` whose contents nobody else can see."""
-
-        stale = -1
-        for i in range(len(self._bufs)):  # not enumerate: its cached tuple holds a reference
-            buf = self._bufs[i]
-            if sys.getrefcount(buf) <= self._FREE_REFS:
-                if buf.size == nbytes:
-                    return buf
-                stale = i
-        fresh = np.empty(nbytes, np.uint8)
-        if stale >= 0:
-            self._bufs[stale] = fresh
-        elif len(self._bufs) < self._size:
-            self._bufs.append(fresh)
-        return fresh
-
-    def __len__(self) -> int:
-        return len(self._bufs)
 
 
 class _Job:
@@ -341,12 +300,16 @@ class RowGather:
             plan = self._plans[key] = _Plan(tuple(columns), n)
         return plan
 
-    def gather(self, columns: Sequence[np.ndarray], slots: np.ndarray) -> list[np.ndarray]:
+    def gather(self, columns: Sequence[np.ndarray], slots: np.ndarray, *,
+               out: np.ndarray | None = None) -> list[np.ndarray]:
         """``[col[slots] for col in columns]``, as views of one pooled buffer.
 
         Args:
             columns: C-contiguous arrays with the rows on axis 0 (any dtype, records too).
             slots: int64 row indexes, each in ``[0, len(col))``.
+            out: a writable, C-contiguous uint8 buffer (64-byte aligned, e.g. a slot of a
+                shared-memory ring) to gather into instead of a pooled one, used when the
+                batch fits in it; the returned arrays then view ``out``.
 
         Raises:
             IndexError: a slot is out of range for a column.
@@ -354,7 +317,10 @@ class RowGather:
 
         n = slots.size
         plan = self._plans.get((n, *map(id, columns))) or self._plan(columns, n)
-        buf = self.pool.take(plan.total)
+        if out is not None and out.nbytes >= plan.total:
+            buf = out[:plan.total]
+        else:
+            buf = self.pool.take(plan.total)
         outs = [buf[off:off + nb].view(dt).reshape(shape) for off, nb, dt, shape in plan.parts]
         if _memcpy is None:  # no JIT: numpy gathers the same bytes (record padding included)
             self._numpy_gather(plan, buf, slots)

@@ -615,11 +615,12 @@ class Table:
     # -- sampling -----------------------------------------------------------------------------
 
     def draw(self, batch_size: int, *, beta: float, seed: int,
-             fields: Sequence[str] | None = None) -> Draw:
+             fields: Sequence[str] | None = None, out: np.ndarray | None = None) -> Draw:
         """Sample a batch with ``numpy.random.default_rng(seed)`` and count it.
 
         Deterministic: the same table state (the same LSN), seed, batch size and beta give
-        the same ids and weights. The caller holds a rate-limiter reservation.
+        the same ids and weights. The caller holds a rate-limiter reservation. ``out``: a
+        uint8 buffer to gather the rows into when they fit (`RowGather.gather`).
 
         Raises:
             FailedPreconditionError: nothing to sample (empty, all retired, zero total
@@ -653,17 +654,20 @@ class Table:
                 sources=self._src[slots],
                 strings_missing=~self._str_known[slots],
             )
-            draw.data = self._gather(slots, self._field_names if fields is None else fields)
+            draw.data = self._gather(slots, self._field_names if fields is None else fields,
+                                     out)
         return draw
 
-    def _gather(self, slots: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    def _gather(self, slots: np.ndarray, names: Sequence[str],
+                out: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The named fields' rows at slots, in buffers the table reuses once the caller
-        drops them (`replaybuf.gather`). Holds the lock."""
+        drops them, or in ``out`` when they fit (`replaybuf.gather`). Holds the lock."""
 
         if self._rows is not None:
-            (got,) = self._gatherer.gather((self._rows,), slots)
+            (got,) = self._gatherer.gather((self._rows,), slots, out=out)
             return {n: got[n] for n in names}
-        return dict(zip(names, self._gatherer.gather([self._columns[n] for n in names], slots)))
+        return dict(zip(names, self._gatherer.gather([self._columns[n] for n in names], slots,
+                                                     out=out)))
 
     def cache_strings(self, ids: np.ndarray, request_ids: Sequence[str],
                       sources: Sequence[str]) -> None:

@@ -25,7 +25,7 @@ from replaybuf.v1 import service_pb2
 from replaybuf.wire import varint
 from replaybuf.wire_batch import EncodedBatch, batch_parts, split_message
 
-__all__ = ["encode_sample", "encode_log_event", "passthrough_serializer",
+__all__ = ["encode_sample", "encode_shared_sample", "encode_log_event", "passthrough_serializer",
            "AppendRequestView", "decode_append_request"]
 
 # Tags (field number << 3 | wire type 2 = length-delimited) of the fields written by hand.
@@ -47,6 +47,15 @@ def encode_sample(data: Mapping[str, np.ndarray], info: Any) -> bytes:
     info_msg = info if hasattr(info, "SerializeToString") else info.to_proto()
     parts.append(service_pb2.SampleResponse(info=info_msg).SerializeToString(deterministic=True))
     return b"".join(parts)
+
+
+def encode_shared_sample(shared: Any, info: Any) -> bytes:
+    """Serialize ``SampleResponse(info=..., shared=shared)``: a batch whose columns were
+    gathered into the client's shared ring (`replaybuf.shared_ring`), so no data travels."""
+
+    info_msg = info if hasattr(info, "SerializeToString") else info.to_proto()
+    return service_pb2.SampleResponse(info=info_msg, shared=shared).SerializeToString(
+        deterministic=True)
 
 
 def encode_log_event(lsn: int, payload: bytes) -> bytes:

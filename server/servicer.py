@@ -41,13 +41,14 @@ from replaybuf.events import decode_event, event_table
 from replaybuf.export import ContentHasher, chunk_to_proto
 from replaybuf.file_log import FileLogConfig
 from replaybuf.materialize import DEFAULT_CHUNK_ITEMS
+from replaybuf.shared_ring import ServerRing
 from replaybuf.table_config import TableConfig
 from replaybuf.v1 import events_pb2, service_pb2, service_pb2_grpc
 
 from .append_stream import serve_appends
 from .codec import (
     AppendRequestView, decode_append_request, encode_log_event, encode_sample,
-    passthrough_serializer,
+    encode_shared_sample, passthrough_serializer,
 )
 from .metrics import EngineSnapshot, ServerMetrics, TableSnapshot
 from .status import streaming, unary
@@ -340,6 +341,7 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
         stop = threading.Event()
         context.add_callback(stop.set)
         reader = CreditReader(request_iterator)
+        ring: ServerRing | None = None
         try:
             first = reader.first(stop, self._shutdown)
             if first is None:
@@ -360,6 +362,8 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
                 )
             credit = Credit(prefetch - first.unconsumed, carried=first.unconsumed)
             errors: queue.SimpleQueue[BaseException] = queue.SimpleQueue()
+            if request.HasField("shared_ring"):
+                ring = ServerRing.open(request.shared_ring, prefetch)
 
             def on_error(exc: BaseException) -> None:
                 errors.put(exc)
@@ -368,10 +372,12 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             reader.attach(credit, on_error)
             yield from self._sample_batches(
                 request, context, credit, release_on_send=False, method="SampleStream",
-                stop=stop, errors=errors,
+                stop=stop, errors=errors, ring=ring,
             )
         finally:
             reader.close()
+            if ring is not None:
+                ring.close()
 
     @staticmethod
     def _prefetch(request: service_pb2.SampleRequest) -> int:
@@ -393,9 +399,10 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
         method: str,
         stop: threading.Event | None = None,
         errors: queue.SimpleQueue[BaseException] | None = None,
+        ring: ServerRing | None = None,
     ) -> Iterator[bytes]:
         """The response stream of Sample and SampleStream: encoded batches, one draw per unit
-        of ``credit``.
+        of ``credit``; with a client's shared ``ring`` (SampleStream only), gathered into it.
 
         ``release_on_send`` (Sample) frees a batch's credit as soon as gRPC takes it, and a
         producer thread draws the next batches while earlier ones are sent. Without it
@@ -413,7 +420,7 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             if release_on_send:
                 batches = self._drawn_ahead(request, stop, credit)
             else:
-                batches = self._draws(request, stop, credit)
+                batches = self._draws(request, stop, credit, ring)
             for payload in batches:
                 if errors is not None and not errors.empty():
                     raise errors.get()
@@ -460,10 +467,13 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             yield item
 
     def _draws(
-        self, request: service_pb2.SampleRequest, stop: threading.Event, credit: Credit
+        self, request: service_pb2.SampleRequest, stop: threading.Event, credit: Credit,
+        ring: ServerRing | None = None,
     ) -> Iterator[bytes]:
         """Encoded batches ``seed + k``, each drawn once a unit of credit is available; ends
-        when ``num_batches`` are drawn, ``stop`` is set or no more credit can come.
+        when ``num_batches`` are drawn, ``stop`` is set or no more credit can come. With a
+        ``ring``, batch k's rows are gathered into slot ``k % slots`` and the message says
+        where (a batch that does not fit goes in the message).
 
         Raises:
             UnavailableError: the server began shutting down.
@@ -481,13 +491,14 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
                     raise self._shutting_down_error(what)
                 return  # cancelled, failed, or the client will grant no more credit
             batch_seed = None if seed is None else (seed + k) % _U64
+            out = None if ring is None else ring.slot(k)
             started = time.perf_counter()
             try:
                 sample = self._blocking(
                     lambda e, wait: e.sample(
                         request.table, request.batch_size, beta=request.beta,
                         seed=batch_seed, timeout=wait, fields=fields,
-                        at_lsn=request.at_lsn or None,
+                        at_lsn=request.at_lsn or None, out=out,
                     ),
                     timeout=timeout,
                     cancelled=stop.is_set,
@@ -497,7 +508,12 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
                 raise self._shutting_down_error(what) from None
             if seed is None:
                 seed = sample.info.seed
-            payload = encode_sample(sample.data, sample.info)
+            shared = None if ring is None else ring.describe(k, sample.data)
+            if shared is not None:
+                payload = encode_shared_sample(shared, sample.info)
+            else:
+                payload = encode_sample(sample.data, sample.info)
+            del sample, out  # nothing of this stream views the slot once it is sent
             if len(payload) > self._max_message_bytes:
                 raise MessageTooLargeError(
                     f"{what}: a batch of {request.batch_size} encodes to {len(payload)} "

@@ -38,7 +38,7 @@ def test_quick_ours_only_run_writes_every_promised_json_key(tmp_path: Path) -> N
         assert key in report, key
     for key in ("workloads", "workload_fields", "items", "clients", "seconds", "runs",
                 "systems_requested", "batch", "alpha", "beta", "fsync", "frames", "reverb_sample",
-                "seed", "quick"):
+                "seed", "quick", "compare_messages"):
         assert key in report["params"], key
     for key in ("nproc", "cpu_model", "mem_total_mb", "python", "loadavg_start", "loadavg_end"):
         assert key in report["machine"], key
@@ -54,7 +54,8 @@ def test_quick_ours_only_run_writes_every_promised_json_key(tmp_path: Path) -> N
     ours = workload["systems"]["ours"]
     assert ours["fill"]["items"] == 512
     assert ours["server_mem_end"]["rss_mb"] > 0
-    assert set(ours["runs"]) == {"insert/1", "sample/1", "insert/2", "sample/2"}
+    assert set(ours["runs"]) == {"insert/1", "sample/1", "sample_msg/1", "insert/2", "sample/2",
+                                 "sample_msg/2"}
     for name, runs in ours["runs"].items():
         assert len(runs) == 1, name
         assert runs[0]["n"] > 0 and runs[0]["wall_s"] > 0, (name, runs)
@@ -62,8 +63,10 @@ def test_quick_ours_only_run_writes_every_promised_json_key(tmp_path: Path) -> N
             assert runs[0]["n"] % 256 == 0
             for key in ("batches", "lat_ms_p50", "lat_ms_p99"):
                 assert key in runs[0], key
+            assert runs[0]["shared_batches"] == 0  # W2 batches (43 KB) stay in the messages
     assert {(r["clients"], r["system"]) for r in report["summary"]} == {(1, "ours"), (2, "ours")}
     for row in report["summary"]:
         for key in ("workload", "insert_per_s", "sample_per_s", "sample_p50_ms", "sample_p99_ms",
+                    "sample_msg_per_s", "sample_msg_p99_ms", "sample_shared_batches",
                     "server_rss_mb", "server_hwm_mb"):
             assert key in row, key

@@ -117,7 +117,7 @@ class AppendAck(_message.Message):
     def __init__(self, producer_seq: _Optional[int] = ..., first_lsn: _Optional[int] = ..., last_lsn: _Optional[int] = ..., item_ids: _Optional[_Iterable[int]] = ..., durable: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("table", "batch_size", "beta", "seed", "prefetch", "num_batches", "timeout_ms", "fields", "at_lsn")
+    __slots__ = ("table", "batch_size", "beta", "seed", "prefetch", "num_batches", "timeout_ms", "fields", "at_lsn", "shared_ring")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     BETA_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class SampleRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     AT_LSN_FIELD_NUMBER: _ClassVar[int]
+    SHARED_RING_FIELD_NUMBER: _ClassVar[int]
     table: str
     batch_size: int
     beta: float
@@ -136,7 +137,40 @@ class SampleRequest(_message.Message):
     timeout_ms: int
     fields: _containers.RepeatedScalarFieldContainer[str]
     at_lsn: int
-    def __init__(self, table: _Optional[str] = ..., batch_size: _Optional[int] = ..., beta: _Optional[float] = ..., seed: _Optional[int] = ..., prefetch: _Optional[int] = ..., num_batches: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ..., at_lsn: _Optional[int] = ...) -> None: ...
+    shared_ring: SharedRing
+    def __init__(self, table: _Optional[str] = ..., batch_size: _Optional[int] = ..., beta: _Optional[float] = ..., seed: _Optional[int] = ..., prefetch: _Optional[int] = ..., num_batches: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ..., at_lsn: _Optional[int] = ..., shared_ring: _Optional[_Union[SharedRing, _Mapping]] = ...) -> None: ...
+
+class SharedRing(_message.Message):
+    __slots__ = ("path", "slot_bytes", "slots")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    slot_bytes: int
+    slots: int
+    def __init__(self, path: _Optional[str] = ..., slot_bytes: _Optional[int] = ..., slots: _Optional[int] = ...) -> None: ...
+
+class SharedBatch(_message.Message):
+    __slots__ = ("slot", "columns")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    columns: _containers.RepeatedCompositeFieldContainer[SharedColumn]
+    def __init__(self, slot: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[SharedColumn, _Mapping]]] = ...) -> None: ...
+
+class SharedColumn(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "offset", "strides")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STRIDES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: _tensor_pb2.DType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    strides: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., strides: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SampleStreamRequest(_message.Message):
     __slots__ = ("request", "consumed", "unconsumed")
@@ -149,12 +183,14 @@ class SampleStreamRequest(_message.Message):
     def __init__(self, request: _Optional[_Union[SampleRequest, _Mapping]] = ..., consumed: _Optional[int] = ..., unconsumed: _Optional[int] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
-    __slots__ = ("data", "info")
+    __slots__ = ("data", "info", "shared")
     DATA_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     data: _tensor_pb2.ColumnarBatch
     info: _table_pb2.SampleInfo
-    def __init__(self, data: _Optional[_Union[_tensor_pb2.ColumnarBatch, _Mapping]] = ..., info: _Optional[_Union[_table_pb2.SampleInfo, _Mapping]] = ...) -> None: ...
+    shared: SharedBatch
+    def __init__(self, data: _Optional[_Union[_tensor_pb2.ColumnarBatch, _Mapping]] = ..., info: _Optional[_Union[_table_pb2.SampleInfo, _Mapping]] = ..., shared: _Optional[_Union[SharedBatch, _Mapping]] = ...) -> None: ...
 
 class UpdatePrioritiesRequest(_message.Message):
     __slots__ = ("table", "item_ids", "priorities", "source")
