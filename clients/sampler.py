@@ -260,6 +260,7 @@ class Sampler(StreamHandle):
                 if call is None:
                     return
                 ring = self._ring
+                shared = False
                 for response in call:
                     # SampleStream answers raw bytes (decoded without copies, or copied out of
                     # the shared ring); Sample answers protos
@@ -273,7 +274,8 @@ class Sampler(StreamHandle):
                     if self._as_torch:
                         from .torch import to_torch_sample
 
-                        batch = to_torch_sample(batch, pin_memory=self._pin_memory)
+                        batch = to_torch_sample(batch, pin_memory=self._pin_memory,
+                                                owned=shared)
                     self._received += 1
                     received_here += 1
                     self._next_seed = (batch.info.seed + 1) % (1 << 64)

@@ -67,14 +67,17 @@ def _can_pin() -> bool:
     return bool(available)
 
 
-def to_torch(data: Mapping[str, Any], *, pin_memory: bool = False) -> dict[str, torch.Tensor]:
+def to_torch(data: Mapping[str, Any], *, pin_memory: bool = False,
+             owned: bool = False) -> dict[str, torch.Tensor]:
     """``{field: numpy array}`` as writable torch tensors: one copy per array.
 
     The copy is needed because sampled arrays are read-only views over the response's bytes
     (``torch.from_numpy`` on them would alias memory torch believes it may write). With
-    ``pin_memory`` the copy goes straight into page-locked memory (if an accelerator exists;
-    otherwise this warns once and skips pinning). Tensors already in ``data`` are kept
-    (pinned if asked). Thread-safe; blocks for the copies.
+    ``owned`` (a batch copied out of a shared ring: writable arrays nobody else holds) the
+    tensors wrap the arrays instead, without a copy. With ``pin_memory`` the copy goes
+    straight into page-locked memory (if an accelerator exists; otherwise this warns once
+    and skips pinning). Tensors already in ``data`` are kept (pinned if asked). Thread-safe;
+    blocks for the copies.
     """
 
     pin = pin_memory and _can_pin()
@@ -90,16 +93,19 @@ def to_torch(data: Mapping[str, Any], *, pin_memory: bool = False) -> dict[str, 
         if pin:
             tensor = torch.empty(arr.shape, dtype=dtype, pin_memory=True)
             tensor.numpy()[...] = arr
+        elif owned and arr.flags.writeable and arr.flags.c_contiguous and arr.dtype.isnative:
+            tensor = torch.from_numpy(arr)
         else:
             tensor = torch.from_numpy(np.array(arr, copy=True, order="C"))
         out[name] = tensor
     return out
 
 
-def to_torch_sample(sample: Sample, *, pin_memory: bool = False) -> Sample:
-    """The same `Sample` with ``data`` as torch tensors (``info`` stays numpy)."""
+def to_torch_sample(sample: Sample, *, pin_memory: bool = False, owned: bool = False) -> Sample:
+    """The same `Sample` with ``data`` as torch tensors (``info`` stays numpy); ``owned``: see
+    `to_torch`."""
 
-    return replace(sample, data=to_torch(sample.data, pin_memory=pin_memory))
+    return replace(sample, data=to_torch(sample.data, pin_memory=pin_memory, owned=owned))
 
 
 class ReplayDataset(IterableDataset):  # type: ignore[type-arg]

@@ -236,3 +236,18 @@ def test_slot_size_covers_the_gathered_layout():
 ])
 def test_loopback_addresses(address, local):
     assert _is_loopback(address) is local
+
+
+def test_torch_batches_through_the_ring_wrap_the_copied_arrays(image_client):
+    torch = pytest.importorskip("torch")
+    in_messages, _ = _draw(image_client, "img", 6, shared_memory=False)
+    with image_client.sampler("img", 64, seed=7, num_batches=6, prefetch=2,
+                              as_torch=True) as batches:
+        kept = list(batches)  # all held: their pooled buffers must not be reused meanwhile
+        assert batches.shared_batches == 6
+    for ref, batch in zip(in_messages, kept):
+        for name, tensor in batch.data.items():
+            assert isinstance(tensor, torch.Tensor)
+            np.testing.assert_array_equal(tensor.numpy(), ref.data[name])
+    kept[0].data["obs"].zero_()  # writable, and aliasing nothing else
+    np.testing.assert_array_equal(kept[1].data["obs"].numpy(), in_messages[1].data["obs"])
