@@ -8,6 +8,7 @@ the matching :mod:`replaybuf.errors` class with a message naming the index and t
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ from replaybuf.errors import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "is_int",
+    "is_real",
     "as_slots",
     "as_values",
     "as_rng",
@@ -30,6 +33,22 @@ __all__ = [
     "check_state_header",
     "state_array",
 ]
+
+def is_int(x: object) -> bool:
+    """An integer (Python or numpy), not a bool."""
+
+    if type(x) is int:  # the usual case, without the slower ABC check
+        return True
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def is_real(x: object) -> bool:
+    """A real number (Python or numpy, integers included), not a bool."""
+
+    if type(x) is float:
+        return True
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
 
 #: Version of the dicts written by ``state()`` (sum tree and selectors).
 FORMAT_VERSION = 1

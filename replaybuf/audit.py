@@ -8,12 +8,12 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from replaybuf._validation import is_int as _is_int
 from replaybuf.diff import DiffResult, compute_diff
 from replaybuf.errors import InvalidArgumentError
 from replaybuf.lineage_index import ItemHistory, item_history
@@ -31,10 +31,6 @@ __all__ = [
 ]
 
 DEFAULT_FIND_LIMIT = 10_000
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True, eq=False)

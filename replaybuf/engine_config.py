@@ -5,16 +5,11 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field, replace
 
+from replaybuf._validation import is_int as _is_int
 from replaybuf.errors import InvalidArgumentError
 from replaybuf.file_log import FileLogConfig
 
 __all__ = ["EngineConfig"]
-
-
-def _is_int(x: object) -> bool:
-    if type(x) is int:  # the usual case, without the slower ABC check
-        return True
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)

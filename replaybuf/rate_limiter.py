@@ -41,13 +41,13 @@ Every call is O(1) except :meth:`RateLimiter.cancel`, which wakes every waiter.
 from __future__ import annotations
 
 import math
-import numbers
 import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
+from replaybuf._validation import is_int as _is_int, is_real as _is_real
 from replaybuf.errors import (
     ClosedError,
     FailedPreconditionError,
@@ -72,14 +72,6 @@ def _num(x: float) -> str:
     if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
         return str(int(x))
     return f"{x:.6g}"
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)

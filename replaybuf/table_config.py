@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from replaybuf._validation import is_int as _is_int, is_real as _is_real
 from replaybuf.errors import InvalidArgumentError
 from replaybuf.rate_limiter import RateLimiterConfig
 from replaybuf.tensors import FieldSpec
@@ -61,14 +61,6 @@ _KIND_TO_PROTO = {
 }
 _PROTO_TO_KIND = {v: k for k, v in _KIND_TO_PROTO.items()}
 _MAX_CAPACITY = 2**32 - 2  # slots are uint32 in the view
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
