@@ -11,7 +11,8 @@ Metric names:
   received to ack); Sample and SampleStream per batch (draw and encode).
 * ``replaybuf_appends_total{table}``, ``replaybuf_items_appended_total{table}``,
   ``replaybuf_duplicate_appends_total{table}``.
-* ``replaybuf_sample_batches_total{table}``, ``replaybuf_items_sampled_total{table}``.
+* ``replaybuf_sample_batches_total{table}``, ``replaybuf_items_sampled_total{table}``,
+  ``replaybuf_sample_shared_batches_total{table}`` (those written into a client's shared ring).
 * ``replaybuf_active_streams{method}``: open Append, Sample, SampleStream and Subscribe streams.
 * ``replaybuf_table_size{table}``, ``replaybuf_table_capacity{table}``,
   ``replaybuf_table_total_priority{table}``, ``replaybuf_table_max_priority{table}``.
@@ -169,6 +170,11 @@ class ServerMetrics:
         )
         self.items_sampled = Counter(
             "replaybuf_items_sampled", "Sampled items sent.", ["table"], registry=r
+        )
+        self.sample_shared_batches = Counter(
+            "replaybuf_sample_shared_batches",
+            "Sampled batches written into a client's shared-memory ring instead of the message.",
+            ["table"], registry=r,
         )
         self.active_streams = Gauge(
             "replaybuf_active_streams", "Open streams.", ["method"], registry=r

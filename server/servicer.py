@@ -511,6 +511,7 @@ class ReplayServicer(service_pb2_grpc.ReplayServiceServicer):
             shared = None if ring is None else ring.describe(k, sample.data)
             if shared is not None:
                 payload = encode_shared_sample(shared, sample.info)
+                self._metrics.sample_shared_batches.labels(request.table).inc()
             else:
                 payload = encode_sample(sample.data, sample.info)
             del sample, out  # nothing of this stream views the slot once it is sent

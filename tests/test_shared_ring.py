@@ -251,3 +251,22 @@ def test_torch_batches_through_the_ring_wrap_the_copied_arrays(image_client):
             np.testing.assert_array_equal(tensor.numpy(), ref.data[name])
     kept[0].data["obs"].zero_()  # writable, and aliasing nothing else
     np.testing.assert_array_equal(kept[1].data["obs"].numpy(), in_messages[1].data["obs"])
+
+
+def test_the_server_counts_batches_written_into_rings(make_replay_server):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:  # a free loopback port for the metrics endpoint
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_replay_server(metrics_port=port)
+    with ReplayClient(server.address, timeout=20) as c:
+        c.create_table("img", IMAGE, capacity=1000)
+        c.append("img", _columns(IMAGE, 128, 0))
+        _draw(c, "img", 3)
+        _draw(c, "img", 2, shared_memory=False)
+    text = urllib.request.urlopen(f"http://{server.server.metrics_address}/metrics",
+                                  timeout=5).read().decode()
+    assert 'replaybuf_sample_shared_batches_total{table="img"} 3.0' in text
+    assert 'replaybuf_sample_batches_total{table="img"} 5.0' in text
