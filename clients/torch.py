@@ -149,6 +149,9 @@ class ReplayDataset(IterableDataset):  # type: ignore[type-arg]
         num_batches: total batches over all workers (0 = endless).
         timeout: per-batch wait for the rate limiter in seconds (None = forever).
         as_torch: torch tensors (True) or read-only numpy views (False).
+        shared_memory: receive batches through a shared-memory ring (see
+            `ReplayClient.sampler`; None: when the server is on this host's loopback and a
+            batch is at least 1 MiB).
         client_options: keyword arguments for each process's `ReplayClient` (token, tls,
             timeout, max_message_bytes, retry, options).
     """
@@ -166,6 +169,7 @@ class ReplayDataset(IterableDataset):  # type: ignore[type-arg]
         num_batches: int = 0,
         timeout: float | None = None,
         as_torch: bool = True,
+        shared_memory: bool | None = None,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -179,6 +183,7 @@ class ReplayDataset(IterableDataset):  # type: ignore[type-arg]
         self.num_batches = num_batches
         self.timeout = timeout
         self.as_torch = as_torch
+        self.shared_memory = shared_memory
         self.client_options = dict(client_options or {})
         self._client: ReplayClient | None = None
         self._pid: int | None = None
@@ -220,6 +225,7 @@ class ReplayDataset(IterableDataset):  # type: ignore[type-arg]
             num_batches=num_batches,
             timeout=self.timeout,
             as_torch=self.as_torch,
+            shared_memory=self.shared_memory,
         ) as batches:
             yield from batches
 

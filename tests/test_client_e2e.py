@@ -193,15 +193,22 @@ def test_concurrent_writers_and_samplers(client, signature, transitions):
     assert sampled == [32] * 40
 
 
-def test_dataloader_with_two_forked_workers_yields_batches(server, client, signature, transitions):
+@pytest.mark.parametrize("shared_memory", [None, True])
+def test_dataloader_with_two_forked_workers_yields_batches(server, client, signature, transitions,
+                                                           shared_memory):
     client.create_table("dl", signature, capacity=1000, exist_ok=True)
     client.append("dl", transitions(50))
-    dataset = ReplayDataset(server.address, "dl", 8, seed=0, num_batches=6)
+    dataset = ReplayDataset(server.address, "dl", 8, seed=0, num_batches=6,
+                            shared_memory=shared_memory)
     loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context="fork")
     batches = list(loader)
     assert len(batches) == 6
     assert all(b["obs"].shape == (8, 3) and isinstance(b["obs"], torch.Tensor) for b in batches)
     assert len({b.info.seed for b in batches}) == 6
+    # through a ring or not, the same draws (seeds seed + w * 2**32 + k) give the same data
+    for b in batches:
+        again = client.sample("dl", 8, seed=b.info.seed, at_lsn=b.info.lsn)
+        np.testing.assert_array_equal(b["obs"].numpy(), again.data["obs"])
 
 
 # -- a server restart ------------------------------------------------------------------------
