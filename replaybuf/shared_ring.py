@@ -81,8 +81,8 @@ def slot_bytes_for(specs: Mapping[str, Any], batch_size: int) -> int:
     return _round_up(total + batch_size * 8, _PAGE)
 
 
-class ServerRing:
-    """The server's mapping of a client's ring (see the module docstring)."""
+class _Ring:
+    """A mapped ring file: ``slots`` slots of ``slot_bytes`` bytes."""
 
     def __init__(self, path: str, buf: mmap.mmap, slot_bytes: int, slots: int) -> None:
         self.path = path
@@ -90,6 +90,22 @@ class ServerRing:
         self._array = np.frombuffer(buf, np.uint8)
         self.slot_bytes = slot_bytes
         self.slots = slots
+
+    def _unmap(self) -> None:
+        """Unmap once nothing views the ring (arrays still viewing it keep it mapped)."""
+
+        self._array = np.empty(0, np.uint8)
+        try:
+            self._mmap.close()
+        except BufferError:
+            pass  # a batch still views it; the mapping goes with the last view
+
+
+class ServerRing(_Ring):
+    """The server's mapping of a client's ring (see the module docstring)."""
+
+    def __init__(self, path: str, buf: mmap.mmap, slot_bytes: int, slots: int) -> None:
+        super().__init__(path, buf, slot_bytes, slots)
         self._base = self._array.ctypes.data
 
     @classmethod
@@ -158,7 +174,8 @@ class ServerRing:
         shared = service_pb2.SharedBatch(slot=slot)
         for name, arr in data.items():
             start = arr.ctypes.data
-            if arr.size and not (lo <= start and start + _extent(arr) <= hi):
+            if arr.size and not (lo <= start
+                                 and start + _extent(arr.shape, arr.strides, arr.itemsize) <= hi):
                 return None
             col = shared.columns.add(name=name, dtype=dtype_to_proto(arr.dtype),
                                      offset=start - lo if arr.size else 0)
@@ -167,34 +184,25 @@ class ServerRing:
         return shared
 
     def close(self) -> None:
-        """Unmap the ring once nothing views it (arrays still viewing it keep it mapped)."""
+        """Unmap the ring once nothing views it."""
 
-        self._array = np.empty(0, np.uint8)
-        try:
-            self._mmap.close()
-        except BufferError:
-            pass  # a batch still views it; the mapping goes with the last view
+        self._unmap()
 
 
-def _extent(arr: np.ndarray) -> int:
-    """Bytes from an array's first element to the end of its last (non-negative strides)."""
+def _extent(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> int:
+    """Bytes from a non-empty array's first element to the end of its last (non-negative
+    strides)."""
 
-    if not arr.size:
-        return 0
-    return sum((d - 1) * s for d, s in zip(arr.shape, arr.strides)) + arr.itemsize
+    return sum((d - 1) * s for d, s in zip(shape, strides)) + itemsize
 
 
-class ClientRing:
+class ClientRing(_Ring):
     """A client's ring: created under ``/dev/shm``, offered to the server, read by copying
     batches out (see the module docstring). Unlink it once the server answered: the
     mappings stay valid."""
 
     def __init__(self, path: str, buf: mmap.mmap, slot_bytes: int, slots: int) -> None:
-        self.path = path
-        self._mmap = buf
-        self._array = np.frombuffer(buf, np.uint8)
-        self.slot_bytes = slot_bytes
-        self.slots = slots
+        super().__init__(path, buf, slot_bytes, slots)
         self._pool = OutputPool(slots + 2)
         self._linked = True
 
@@ -267,8 +275,7 @@ class ClientRing:
                     f"{strides} do not describe an array"
                 )
             count = int(np.prod(shape, dtype=np.int64))
-            end = col.offset + (sum((d - 1) * s for d, s in zip(shape, strides)) + dtype.itemsize
-                                if count else 0)
+            end = col.offset + (_extent(shape, strides, dtype.itemsize) if count else 0)
             if end > slot.size:
                 raise InvalidArgumentError(
                     f"SampleResponse.shared column {col.name!r} ends at byte {end}, past the "
@@ -290,8 +297,4 @@ class ClientRing:
         """Unlink (if not yet) and unmap."""
 
         self.unlink()
-        self._array = np.empty(0, np.uint8)
-        try:
-            self._mmap.close()
-        except BufferError:
-            pass
+        self._unmap()
