@@ -3,8 +3,10 @@
 
 For every fsync policy x batch size x event size x writer count, concurrent threads append to a
 fresh `replaybuf.file_log.FileLog` for ``--seconds``; the run reports appends/s, events/s and
-MB/s (1 MB = 10^6 bytes), append latency, how many fsync/fdatasync calls the log made, and the
-process CPU time (user + system, all threads) per append.
+MB/s (1 MB = 10^6 bytes), append latency, how many fsync/fdatasync calls the log made (those of
+the native group committer's loop, which calls libc directly, as the loop itself times them:
+`NativeCommit.trace`), and the process CPU time (user + system, all threads) per append.
+``--committer`` picks `FileLogConfig.committer` for ``group``.
 Every timed window ends with ``log.sync()``, as the raw bandwidth loop ends with one fdatasync,
 so all policies are compared with everything on disk.
 
@@ -106,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="FileLogConfig.segment_bytes (default: the FileLogConfig default)")
     p.add_argument("--group-window", type=float, default=None,
                    help="FileLogConfig.group_window in seconds (default: the FileLogConfig default)")
+    p.add_argument("--committer", choices=("native", "python"), default=None,
+                   help="FileLogConfig.committer under group (default: the FileLogConfig default)")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR,
                    help="directory on the disk under test; runs use a fresh temp dir inside it "
                         f"(default {DEFAULT_DIR}; /tmp may be tmpfs)")
@@ -267,14 +271,18 @@ class SyncCounter:
 
 def log_run(directory: Path, policy: str, writers: int, batch_size: int, event_size: int,
             seconds: float, max_bytes: int, segment_bytes: int | None,
-            group_window: float | None, counter: SyncCounter) -> dict[str, Any]:
+            group_window: float | None, counter: SyncCounter,
+            committer: str | None = None) -> dict[str, Any]:
     from replaybuf.file_log import FileLog, FileLogConfig
+    from replaybuf.native_commit import NativeCommit
 
     kwargs: dict[str, Any] = {"fsync": policy}
     if segment_bytes is not None:
         kwargs["segment_bytes"] = segment_bytes
     if group_window is not None:
         kwargs["group_window"] = group_window
+    if committer is not None:
+        kwargs["committer"] = committer
     run_dir = Path(tempfile.mkdtemp(prefix=f"log-{policy}-", dir=directory))
     blob = os.urandom(event_size)
     payloads = [blob] * batch_size
@@ -304,6 +312,11 @@ def log_run(directory: Path, policy: str, writers: int, batch_size: int, event_s
             errors.append(e)
 
     log = FileLog(run_dir, FileLogConfig(**kwargs))
+    # The native committer's loop calls libc's fdatasync, which SyncCounter cannot see: the
+    # loop times its own (its Python-side syncs, rolls and close still go through os).
+    native = log._commit if isinstance(log._commit, NativeCommit) else None  # noqa: SLF001
+    if native is not None:
+        native.trace(1 << 18)
     try:
         threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(writers)]
         for t in threads:
@@ -319,7 +332,15 @@ def log_run(directory: Path, policy: str, writers: int, batch_size: int, event_s
         wall = time.perf_counter() - t0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         syncs, sync_s = counter.calls, counter.seconds
-        starts = sorted(counter.starts)
+        starts = counter.starts
+        loop_syncs = 0
+        if native is not None:
+            loop = [(a, b) for a, b, _, _ in native.traced() if a >= t0]
+            loop_syncs = len(loop)
+            syncs += loop_syncs
+            sync_s += sum(b - a for a, b in loop)
+            starts = starts + [a for a, _ in loop]
+        starts = sorted(starts)
     finally:
         log.close()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -337,6 +358,7 @@ def log_run(directory: Path, policy: str, writers: int, batch_size: int, event_s
         "latency_us_p50": statistics.median(lat) * 1e6,
         "latency_us_p99": lat[min(appends - 1, int(appends * 0.99))] * 1e6,
         "syncs": syncs,
+        "loop_syncs": loop_syncs,
         "syncs_per_s": syncs / wall,
         "us_wall_per_sync": wall / syncs * 1e6 if syncs else None,
         # Median time from one fdatasync's start to the next one's: the commit cycle, robust to
@@ -456,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     raw_sync_runs: list[dict[str, Any]] = []
     raw_seq_runs: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    if "group" in args.policies and args.committer != "python":
+        from replaybuf.native_commit import kernel_ready
+
+        # Load (or compile) the native committer's loop before timing anything.
+        say(f"native group-commit loop ready: {kernel_ready(120)}")
     try:
         # Interleave raw runs with the log runs so that both see the same disk weather.
         s, q = raw_measure()
@@ -468,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i, cfg in enumerate(configs):
                     policy, w, b, e = cfg
                     r = log_run(work, policy, w, b, e, args.seconds, args.max_bytes_per_run,
-                                args.segment_bytes, args.group_window, counter)
+                                args.segment_bytes, args.group_window, counter, args.committer)
                     per_cfg[cfg].append(r)
                     say(f"run {run + 1}/{args.runs} [{i + 1}/{len(configs)}] {policy} w={w} b={b} "
                         f"e={e}: {r['appends_per_s']:,.0f} appends/s {r['mb_per_s']:,.1f} MB/s")

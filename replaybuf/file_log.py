@@ -3,7 +3,8 @@
 `FileLog` implements `replaybuf.log.Log` on local files (format: `replaybuf.log_format`).
 It is the default backend: one process owns a log directory (an exclusive ``flock`` on
 ``DIR/LOCK`` enforces it) and every append is one CRC-checked frame. Its parts: segment files
-(`replaybuf.segment`), fdatasync scheduling (`replaybuf.group_commit`), recovery on open
+(`replaybuf.segment`), fdatasync scheduling under ``group`` (`replaybuf.native_commit` by
+default, `replaybuf.group_commit`; `FileLogConfig.committer`), recovery on open
 (`replaybuf.recovery`), reads (`replaybuf.log_reader`), settings (`replaybuf.file_log_config`).
 
 Durability model (DESIGN.md, invariant 4): write and fsync errors are fatal. After one, the log
@@ -35,6 +36,7 @@ from replaybuf.frame import NO_PRODUCER, Frame, RecordParts, encode_frame
 from replaybuf.group_commit import GroupCommit, QueuedFrame
 from replaybuf.log import AppendResult, Log, LogRecord, PendingAppend, make_ack
 from replaybuf.log_reader import read_records
+from replaybuf.native_commit import NativeCommit, native_unavailable
 from replaybuf.producer_dedup import ProducerDedup, check_producer
 from replaybuf.recovery import analyze_log, corruption_message
 from replaybuf.segment import INDEX_EVERY, SegmentTable, fsync_dir
@@ -85,13 +87,16 @@ class FileLog(Log):
 
     Appends get their LSNs and are encoded under a lock, so LSNs are gap-free and frames
     never interleave; how they are written and made durable depends on `FileLogConfig.fsync`.
-    Under the default ``"group"`` policy, appends that overlap share one write and one
-    fdatasync (`replaybuf.group_commit`): an append that finds no commit running writes and
-    fdatasyncs its own frame; appends arriving meanwhile queue their frames, and the log's
-    committer thread then writes the whole queue with one ``writev`` and fdatasyncs it for
-    all, back to back with the previous fdatasync while appends keep coming (one thread per
-    log). Reads go to the files (a sparse
-    in-memory index finds the start), never see a partial frame, and check every CRC.
+    Under the default ``"group"`` policy, appends that overlap share one fdatasync, and an
+    append that finds no fdatasync running runs its own (a lone writer pays one write and one
+    fdatasync). With the default ``committer="native"`` (`replaybuf.native_commit`) each
+    append writes its frame under the lock, and a loop compiled by numba runs the fdatasyncs
+    back to back without the GIL while appends keep coming, each covering every frame
+    written before it started (one thread per log, started on first concurrency). With
+    ``committer="python"`` (`replaybuf.group_commit`) appends queue their frames and a
+    Python committer thread writes each group with one ``writev`` and fdatasyncs it. Reads go
+    to the files (a sparse in-memory index finds the start), never see a partial frame, and
+    check every CRC.
 
     Opening an existing directory recovers it: every frame is CRC- and LSN-checked, a torn tail
     of the last segment is truncated, and anything worse raises `LogCorruptionError`.
@@ -152,24 +157,38 @@ class FileLog(Log):
         self._group = self._policy == "group"
         self._durable_acks = self._policy in ("always", "group")
         self._dedup = ProducerDedup(config.dedup_window, config.dedup_producers)
-        self._commit = GroupCommit(
-            self._lock,
-            self._segs,
-            policy=self._policy,
-            group_window=config.group_window,
-            interval=config.interval,
-            write_group=self._write_group,
-            last_lsn=lambda: self._last_lsn,
-            fail=self._fail,
-            report_fatal=self._report_fatal,
-            wake_followers=self._wake_followers,
-        )
+        # Under "group", the native committer (frames written by their appenders, synced by a
+        # GIL-free loop) or the Python one (frames queued, written and synced by a committer).
+        self._native = self._group and config.committer == "native"
+        if self._native and native_unavailable() is not None:
+            _logger.info("native group commit unavailable (%s); using the Python committer",
+                         native_unavailable())
+            self._native = False
+        self._queued = self._group and not self._native
+        self._commit: GroupCommit | NativeCommit
+        if self._native:
+            self._commit = NativeCommit(
+                self._lock, self._segs, fail=self._fail, report_fatal=self._report_fatal
+            )
+        else:
+            self._commit = GroupCommit(
+                self._lock,
+                self._segs,
+                policy=self._policy,
+                group_window=config.group_window,
+                interval=config.interval,
+                write_group=self._write_group,
+                last_lsn=lambda: self._last_lsn,
+                fail=self._fail,
+                report_fatal=self._report_fatal,
+                wake_followers=self._wake_followers,
+            )
         try:
             self._open()
+            self._commit.start()
         except BaseException:
             self._release_files()
             raise
-        self._commit.start()
 
     # ----------------------------------------------------------------------------- opening
 
@@ -318,10 +337,11 @@ class FileLog(Log):
         original LSNs with ``duplicate=True`` (see `FileLogConfig.dedup_window`).
 
         Cost: a CRC-32C pass and one copy of small payloads, O(bytes), under the write lock.
-        Under ``"group"`` the frame is queued there and written by the group's committer with
-        one ``writev`` for the whole group, then one fdatasync; under the other policies it is
-        written under the lock (``writev`` for large frames: no copy of large payloads), plus
-        the policy's fdatasync. Thread-safe. ``append(...)`` is ``begin_append(...).wait()``.
+        The frame is written under the lock (``writev`` for large frames: no copy of large
+        payloads), plus the policy's fdatasync (under ``"group"``: one shared by the appends
+        that overlap), except under ``"group"`` with ``committer="python"``, where it is
+        queued there and written by the group's committer with one ``writev`` for the whole
+        group. Thread-safe. ``append(...)`` is ``begin_append(...).wait()``.
 
         Raises:
             InvalidArgumentError: empty ``payloads``, a non-bytes record, a frame over 4 GiB, a
@@ -373,7 +393,7 @@ class FileLog(Log):
         else:
             pid, seq = check_producer(producer_id, producer_seq)
         commit = self._commit
-        ticket = commit.take_ticket()
+        ticket = commit.take_ticket() if self._queued else 0  # type: ignore[union-attr]
         waiter = None
         lead = False
         try:
@@ -388,8 +408,8 @@ class FileLog(Log):
                         parts, total = encode_frame(
                             bufs, sizes, first, time.time_ns() // 1_000_000, pid, seq
                         )
-                        if self._group:
-                            commit.queue(parts, total, first, last)
+                        if self._queued:
+                            commit.queue(parts, total, first, last)  # type: ignore[union-attr]
                         else:
                             self._write_frame(parts, total, first, last)
                         self._next_lsn = last + 1
@@ -399,9 +419,9 @@ class FileLog(Log):
                         first, last = dup
                 finally:
                     if ticket:
-                        commit.ticket_done(ticket)
-                if self._group and commit.durable_lsn < last:
-                    waiter = commit.join()
+                        commit.ticket_done(ticket)  # type: ignore[union-attr]
+                if self._queued and commit.durable_lsn < last:
+                    waiter = commit.join()  # type: ignore[union-attr]
                     lead = waiter is None
         except DurabilityError as exc:
             self._report_fatal(exc)
@@ -415,9 +435,12 @@ class FileLog(Log):
         commit = self._commit
         try:
             if lead:
-                commit.lead()
+                commit.lead()  # type: ignore[union-attr]
             elif waiter is not None:
                 waiter.acquire()  # released by our group's committer (or on failure)
+            elif self._native:
+                commit.wait_durable(last)  # type: ignore[union-attr]
+                self._wake_followers()
             elif not duplicate:
                 self._wake_followers()
             if self._group and commit.durable_lsn < last:
@@ -456,6 +479,8 @@ class FileLog(Log):
         self._last_lsn = last
         if self._policy == "always":
             self._commit.durable_lsn = last
+        elif self._native:
+            self._commit.publish(last)  # type: ignore[union-attr]
 
     def _write_group(self, parts: list, total: int, frames: list[QueuedFrame]) -> None:
         """Write the frames queued under ``"group"`` at the end of the log; make them readable.
@@ -516,6 +541,8 @@ class FileLog(Log):
         self._segs.roll(base_lsn)
         # The sealed segment was fdatasynced: everything written so far is durable.
         self._commit.advance(self._last_lsn)
+        if self._native:
+            self._commit.rolled()  # type: ignore[union-attr]
 
     # ----------------------------------------------------------------------------- sync
 
@@ -523,25 +550,35 @@ class FileLog(Log):
         """fdatasync everything appended so far; return the new `durable_lsn`.
 
         Cost: one fdatasync, run by the calling thread without the write lock (under
-        ``"group"``: one group commit, which also writes the frames queued so far, or a wait
-        for the one in progress and the next). Thread-safe.
+        ``"group"``: one group commit, or a wait for the one in progress and the next).
+        Thread-safe.
 
         Raises:
             DurabilityError: the fdatasync failed (the log is now failed).
         """
 
         try:
-            if self._group:
+            if self._native:
+                with self._lock:
+                    self._check_usable()
+                    target = self._last_lsn
+                if not self._commit.wait_durable(target):  # type: ignore[union-attr]
+                    raise DurabilityError(
+                        f"sync of {self._dir} failed: the log failed ({self._failure})"
+                    ) from self._failure
+                self._wake_followers()
+                return self._commit.durable_lsn
+            if self._queued:
                 with self._lock:
                     self._check_usable()
                     target = self._next_lsn - 1
                     if target <= self._commit.durable_lsn:
                         return self._commit.durable_lsn
-                    waiter = self._commit.join()
+                    waiter = self._commit.join()  # type: ignore[union-attr]
                 if waiter is None:
-                    self._commit.lead()
+                    self._commit.lead()  # type: ignore[union-attr]
                 else:
-                    self._commit.wait(waiter)
+                    self._commit.wait(waiter)  # type: ignore[union-attr]
                 if self._commit.durable_lsn < target:
                     raise DurabilityError(
                         f"sync of {self._dir} failed: the log failed ({self._failure})"
@@ -681,9 +718,14 @@ class FileLog(Log):
             if self._closed:
                 return
             self._closed = True
-        if self._group:
+        if self._queued:
             try:
-                self._commit.finish()
+                self._commit.finish()  # type: ignore[call-arg]
+            except DurabilityError as exc:
+                error = exc
+        elif self._native:
+            try:
+                self._commit.finish(self._last_lsn)  # type: ignore[call-arg]
             except DurabilityError as exc:
                 error = exc
         with self._lock:

@@ -45,10 +45,10 @@ class FileLogConfig:
 
     * ``"always"``: one fdatasync per append before it returns. An ack survives power loss.
       Costs one fdatasync (~0.1-1 ms) per append, serialized: the slowest policy.
-    * ``"group"`` (default): group commit. Concurrent appends queue their frames; one of
-      them (or, under load, the log's committer thread) writes them all with one ``writev``,
-      one fdatasync covers all of them, and each returns once its frame is durable. Same
-      guarantee as ``always``; under concurrency costs one fdatasync per group, not per append.
+    * ``"group"`` (default): group commit. Concurrent appends share fdatasyncs: one covers
+      every frame written before it started, and each append returns once its frame is
+      durable (see `committer`). Same guarantee as ``always``; under concurrency costs one
+      fdatasync per group, not per append.
     * ``"interval"``: a background thread fdatasyncs every `interval` seconds; appends return
       after the write (``durable=False``). Survives a process crash (``kill -9``); a power
       loss may lose up to `interval` seconds of acknowledged appends.
@@ -59,12 +59,20 @@ class FileLogConfig:
     group_window: float = 0.002
     """Seconds (at most) that an append finding no commit running waits, before its write and
     fdatasync, for the appends already on their way to the write lock, so that a burst of
-    concurrent appends shares one fdatasync; 0 commits at once. Only used under ``"group"``.
+    concurrent appends shares one fdatasync; 0 commits at once. Only used under ``"group"``
+    with ``committer="python"`` (the native committer never waits before an fdatasync).
     A lone writer never waits, and under load fdatasyncs run back to back without waiting
     (see `replaybuf.group_commit`)."""
 
     interval: float = 0.05
     """Seconds between background fdatasyncs under ``"interval"`` (the power-loss window)."""
+
+    committer: str = "native"
+    """Who runs the fdatasyncs under ``"group"`` when appends overlap (same guarantee either
+    way): ``"native"``, a loop compiled by numba that runs without the GIL, so consecutive
+    fdatasyncs never wait for Python threads (`replaybuf.native_commit`; Linux with glibc,
+    else ``"python"`` is used); ``"python"``, a Python committer thread
+    (`replaybuf.group_commit`). A lone writer runs its own fdatasync under both."""
 
     segment_bytes: int = 256 * 2**20
     """Roll to a new segment file when an append would take the current one past this size
@@ -104,6 +112,10 @@ class FileLogConfig:
             raise InvalidArgumentError(
                 f"FileLogConfig.interval={self.interval!r} must be seconds in (0, 60]; it bounds "
                 "what a power loss can take under fsync='interval'"
+            )
+        if self.committer not in ("native", "python"):
+            raise InvalidArgumentError(
+                f"FileLogConfig.committer={self.committer!r} must be 'native' or 'python'"
             )
         if not is_int(self.segment_bytes) or not (
             _MIN_SEGMENT_BYTES <= self.segment_bytes <= _MAX_SEGMENT_BYTES

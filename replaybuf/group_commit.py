@@ -1,5 +1,7 @@
 """Group commit: making a `FileLog`'s frames durable with as few fdatasyncs as it can.
 
+This is the Python committer (`FileLogConfig.committer` ``"python"``, and wherever the native
+one of `replaybuf.native_commit` cannot run); the ``"interval"`` syncer thread is here too.
 Under ``fsync="group"`` appenders encode their frames under the log's write lock and queue them
 here; nothing is written under that lock. One thread at a time holds the *committer role*: it
 writes every queued frame with one ``writev``, runs one fdatasync, and releases the appenders
