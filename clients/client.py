@@ -592,7 +592,7 @@ class ReplayClient(AuditCalls, Closing):
 
         ``shared_memory``: receive the batches through a ring of shared memory under
         ``/dev/shm`` instead of in the gRPC messages (`replaybuf.shared_ring`: two copies of
-        each batch instead of about nine; the info still comes over gRPC). None (default)
+        each batch instead of six or more; the info still comes over gRPC). None (default)
         offers a ring when the server's address is a loopback one and a batch is at least
         1 MiB (asks the table's signature once, with one DescribeTable); True offers one
         whatever the address and size; False never. A server that cannot open the ring

@@ -1,16 +1,15 @@
 """Shared-memory rings for SampleStream batches, for learners on the server's host.
 
-Over gRPC a sampled batch is copied about nine times between the table and the learner's
-numpy arrays (the gather, the response bytes, gRPC's send buffer, the kernel's socket copies,
-then the client's bytearray and bytes in gRPC's Python layer). For an Atari batch (256 x 2 x
+Over gRPC a sampled batch is copied six times or more between the table and the learner's
+numpy arrays (the gather, the response bytes, gRPC's send slice, the kernel's socket copies
+both ways, then gRPC's Python layer turning the received slices into ``bytes``). For an Atari batch (256 x 2 x
 28 KiB = 14.7 MB) that is most of the CPU both processes spend per batch. A client on the same
 host instead offers a ring (``SampleRequest.shared_ring``): a file under ``/dev/shm`` that it
 created and sized with ``posix_fallocate`` (so a full tmpfs fails here, with ENOSPC, and never
 later as a SIGBUS in either process). The server maps it and gathers each batch's rows straight
 into slot ``k % slots`` (`Engine.sample(out=...)`), and the message carries only the
 `SampleInfo` and where each column lies (``SampleResponse.shared``). The client copies the
-columns out into buffers of its own before it acknowledges the batch: two copies instead of
-nine.
+columns out into buffers of its own before it acknowledges the batch: two copies in all.
 
 Safety: at most ``prefetch`` batches are drawn and not yet acknowledged (SampleStream's
 credit), and the client copies a batch out before it acknowledges it, so with ``slots >=
