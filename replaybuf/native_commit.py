@@ -333,6 +333,9 @@ _kernel: Callable[..., int] | None = None
 _kernel_state = "unloaded"  # -> "loading" -> "ready" | "failed"
 _kernel_lock = threading.Lock()
 _live: weakref.WeakSet[NativeCommit] = weakref.WeakSet()
+# A forked child has none of the parent's loop threads, and a mutex one of them held at the
+# fork stays locked in the child: its exit must not try to stop them.
+os.register_at_fork(after_in_child=_live.clear)
 
 
 def _compile_kernel() -> Callable[..., int]:

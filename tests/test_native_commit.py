@@ -4,6 +4,7 @@ fdatasync in the loop, a lone writer, the Python twin of the loop, and interpret
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -332,3 +333,45 @@ def test_interpreter_exit_with_the_loop_busy_neither_hangs_nor_crashes(tmp_path)
     assert proc.stdout.strip() == "exiting"
     with FileLog(tmp_path) as again:  # whatever was written recovers cleanly
         assert [r.lsn for r in again.read()] == list(range(1, again.last_lsn + 1))
+
+
+def test_a_forked_child_exits_without_touching_the_parents_loop(tmp_path: Path) -> None:
+    # The child has none of the parent's threads, and the loop may hold its mutex at the fork:
+    # the child's exit must not try to stop the loop (it would wait on that mutex forever).
+    log = FileLog(tmp_path / "log")
+    stop = threading.Event()
+    acked: list[AppendResult] = []
+
+    def writer() -> None:
+        while not stop.is_set():
+            acked.append(log.append([b"x" * 100]))
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    atexit._run_exitfuncs()  # what its interpreter's exit would run
+                finally:
+                    os._exit(0)  # not back into pytest
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.01)
+            else:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("a forked child hung at exit")
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    last = max(a.last_lsn for a in acked)
+    assert log.durable_lsn >= last  # the parent's loop kept syncing
+    log.close()
