@@ -24,11 +24,19 @@ from collections.abc import Callable
 from replaybuf.errors import DurabilityError
 from replaybuf.segment import SegmentTable
 
-__all__ = ["GroupCommit", "QueuedFrame"]
+__all__ = ["GroupCommit", "QueuedFrame", "sync_failure"]
 
 #: A frame queued for the committer: ``(first_lsn, last_lsn, size in bytes, number of parts)``;
 #: its parts sit in order in the queue's flat list of buffers.
 QueuedFrame = tuple[int, int, int, int]
+
+
+def sync_failure(segments: SegmentTable, target: int, exc: OSError) -> DurabilityError:
+    """The error that fails a log whose fdatasync towards LSN ``target`` raised ``exc``."""
+
+    return DurabilityError(
+        f"fdatasync of {segments.current.path} failed (LSN up to {target} not durable): {exc}"
+    )
 
 
 class GroupCommit:
@@ -300,12 +308,7 @@ class GroupCommit:
             os.fdatasync(fd)
         except OSError as exc:
             with self._lock:
-                raise self._fail(
-                    DurabilityError(
-                        f"fdatasync of {self._segments.current.path} failed (LSN up to "
-                        f"{target} not durable): {exc}"
-                    )
-                ) from exc
+                raise self._fail(sync_failure(self._segments, target, exc)) from exc
 
     def _signal_committer(self) -> None:
         """Hand the committer role to the committer thread. Holds the lock."""

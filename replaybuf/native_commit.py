@@ -47,6 +47,7 @@ from collections.abc import Callable
 import numpy as np
 
 from replaybuf.errors import DurabilityError
+from replaybuf.group_commit import sync_failure
 from replaybuf.segment import SegmentTable
 
 __all__ = ["NativeCommit", "native_unavailable", "kernel_ready"]
@@ -749,12 +750,7 @@ class NativeCommit:
             if retired:
                 os.close(fd)
             with self._lock:
-                raise self._fail(
-                    DurabilityError(
-                        f"fdatasync of {self._segments.current.path} failed (LSN up to "
-                        f"{target} not durable): {exc}"
-                    )
-                ) from exc
+                raise self._fail(sync_failure(self._segments, target, exc)) from exc
         self._mlock()
         c[C_BUSY_FD] = -1
         retired = fd != c[C_FD]
