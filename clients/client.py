@@ -594,7 +594,8 @@ class ReplayClient(AuditCalls, Closing):
         ``/dev/shm`` instead of in the gRPC messages (`replaybuf.shared_ring`: two copies of
         each batch instead of six or more; the info still comes over gRPC). None (default)
         offers a ring when the server's address is a loopback one and a batch is at least
-        1 MiB (asks the table's signature once, with one DescribeTable); True offers one
+        1 MiB (the sampler's thread asks the table's signature once, with one DescribeTable,
+        unless this client knows it already); True offers one
         whatever the address and size; False never. A server that cannot open the ring
         (another host or user) sends the data in the messages, so offering is always safe.
         Batches received through a ring are writable arrays of the client's own memory.
@@ -611,16 +612,17 @@ class ReplayClient(AuditCalls, Closing):
                 f"shared_memory={shared_memory!r} must be None (automatic), True or False"
             )
         request = self._sample_request(table, batch_size, beta, seed, fields, t, prefetch, num_batches)
-        ring_bytes = self._ring_slot_bytes(request, shared_memory)
+        ring_bytes: Any = 0
+        if shared_memory is True or (shared_memory is None and _is_loopback(self._address)):
+            ring_bytes = lambda: self._ring_slot_bytes(request, shared_memory)  # noqa: E731
         return Sampler(self, request, prefetch=prefetch, as_torch=as_torch, pin_memory=pin_memory,
                        ring_slot_bytes=ring_bytes)
 
     def _ring_slot_bytes(self, request: service_pb2.SampleRequest,
                          shared_memory: bool | None) -> int:
-        """Slot size of the shared ring a sampler offers (0: none); see `sampler`."""
+        """Slot size of the shared ring a sampler offers (0: none); see `sampler`. Called on
+        the sampler's thread: may ask the server for the table's signature."""
 
-        if shared_memory is False or (shared_memory is None and not _is_loopback(self._address)):
-            return 0
         try:
             signature = self._signature(request.table)
         except ReplayError:

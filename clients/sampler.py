@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -95,7 +95,7 @@ class Sampler(StreamHandle):
         prefetch: int,
         as_torch: bool = False,
         pin_memory: bool = False,
-        ring_slot_bytes: int = 0,
+        ring_slot_bytes: int | Callable[[], int] = 0,
     ) -> None:
         super().__init__()
         self._client = client
@@ -121,7 +121,8 @@ class Sampler(StreamHandle):
         self._consumed = 0  # consumed and not yet acknowledged on the current stream
         self._streaming = True  # False: the server lacks SampleStream; use Sample
         # Each SampleStream offers a fresh shared ring of `prefetch` slots of this size (0:
-        # none; `ReplayClient.sampler`), owned by the pump thread.
+        # none; a callable: ask it once, on the pump thread, since it may need a DescribeTable;
+        # `ReplayClient.sampler`), owned by the pump thread.
         self._ring_bytes = ring_slot_bytes
         self._ring: ClientRing | None = None
         self.shared_batches = 0  # batches received through a ring
@@ -224,16 +225,23 @@ class Sampler(StreamHandle):
                 self._credits = credits
                 unconsumed = self._unread  # the earlier stream's consumed ones need no ack
                 self._consumed = 0
+        ring = None
+        if credits is not None and self._ring_bytes:
+            if callable(self._ring_bytes):
+                self._ring_bytes = self._ring_bytes()
+            if self._ring_bytes:
+                ring = ClientRing.create(self._ring_bytes, self._prefetch)
         with self._lock:
             if self._closed:
+                if ring is not None:
+                    ring.close()
                 return None
             if credits is None:
                 self._call = self._client._stub.Sample(request, metadata=self._client._metadata)
             else:
-                if self._ring_bytes:
-                    self._ring = ClientRing.create(self._ring_bytes, self._prefetch)
-                    if self._ring is not None:
-                        request.shared_ring.CopyFrom(self._ring.proto())
+                self._ring = ring
+                if ring is not None:
+                    request.shared_ring.CopyFrom(ring.proto())
                 self._call = self._client._sample_stream_raw(
                     _credit_messages(request, unconsumed, credits),
                     metadata=self._client._metadata,

@@ -270,3 +270,16 @@ def test_the_server_counts_batches_written_into_rings(make_replay_server):
                                   timeout=5).read().decode()
     assert 'replaybuf_sample_shared_batches_total{table="img"} 3.0' in text
     assert 'replaybuf_sample_batches_total{table="img"} 5.0' in text
+
+
+def test_the_sampler_returns_at_once_even_before_the_server_is_reachable():
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with ReplayClient(f"127.0.0.1:{port}", timeout=5) as c:
+        t0 = time.monotonic()
+        sampler = c.sampler("img", 64)  # the ring's size is worked out on its own thread
+        assert time.monotonic() - t0 < 0.5
+        sampler.close()
