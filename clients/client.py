@@ -54,6 +54,7 @@ from .writer import Writer
 __all__ = ["ReplayClient", "DEFAULT_TIMEOUT"]
 
 _NO_RETRY = RetryPolicy(max_attempts=1)
+_MiB = 1 << 20
 
 
 def _is_loopback(address: str) -> bool:
@@ -74,7 +75,6 @@ def _is_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-_MiB = 1 << 20
 
 
 def _read(path: str | os.PathLike[str] | None) -> bytes | None:

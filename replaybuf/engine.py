@@ -723,8 +723,6 @@ class Engine(EngineFeedback, EngineHistory):
         self._check_open()
         return self._view.applied_lsn
 
-    # -- changes to existing items ------------------------------------------------------------
-
     # -- state --------------------------------------------------------------------------------
 
     @property
